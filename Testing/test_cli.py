@@ -1,0 +1,60 @@
+"""The command line contract (SPEC §0.2): one-line errors, exit codes, tasks not built yet."""
+import subprocess
+import sys
+
+import pytest
+
+from mskai.cli import main
+from mskai.tasks import TASK_NAMES, get_task
+from mskai.errors import InputError, NotAvailableError
+
+
+@pytest.mark.parametrize("task", list(TASK_NAMES))
+def test_analyze_of_unbuilt_task_says_not_available(task, tmp_path, capsys):
+    src = tmp_path / "x.nii.gz"
+    src.write_bytes(b"")
+    code = main(["analyze", task, str(src), "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert err.count("\n") == 1 and err.startswith("mskai: error: ")
+    assert "not available yet" in err and task in err
+    assert not (tmp_path / "out" / "result.json").exists()
+
+
+@pytest.mark.parametrize("command", [["train", "sij", "--data", "d", "--recipe", "demo", "--output", "o"],
+                                     ["evaluate", "cervical", "--data", "d", "--model", "m", "--output", "o"],
+                                     ["batch", "wrist", "in", "--output", "o"],
+                                     ["demo", "ovf"]])
+def test_every_command_of_unbuilt_tasks_says_not_available(command, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(command) == 3
+    assert "not available yet" in capsys.readouterr().err
+
+
+def test_unknown_task_is_an_input_error():
+    with pytest.raises(InputError, match="unknown task"):
+        get_task("knee")
+    with pytest.raises(NotAvailableError):
+        get_task("ovf").analyze([])
+
+
+def test_internal_error_is_one_line_without_traceback(monkeypatch, capsys):
+    import mskai.cli as cli
+
+    def boom(args):
+        raise RuntimeError("something\nbroke")
+
+    monkeypatch.setattr(cli, "_run", boom)
+    assert main(["models", "list"]) == 1
+    err = capsys.readouterr().err
+    assert err == "mskai: internal error: RuntimeError: something broke (rerun with --debug for details)\n"
+    assert main(["--debug", "models", "list"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_console_entry_point_runs_as_a_process(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "mskai", "analyze", "ovf", "missing.dcm",
+                           "--output", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3
+    assert proc.stderr.strip().count("\n") == 0 and "not available yet" in proc.stderr
+    assert "Traceback" not in proc.stderr

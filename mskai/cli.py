@@ -1,0 +1,159 @@
+"""The ``mskai`` command line (SPEC §0.2).
+
+Bad input ends with one line on stderr, ``mskai: error: ...``, and a non-zero
+exit status; ``--debug`` shows the traceback instead.  Tasks plug in through
+:mod:`mskai.tasks`; a task that is not built answers "not available yet".
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Sequence
+
+from mskai import __version__
+from mskai.errors import MskaiError
+from mskai.tasks import TASK_NAMES, get_task
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mskai", description="Musculoskeletal AI: analyses, demo, training, evaluation, batch runs and models.")
+    parser.add_argument("--version", action="version", version=f"mskai {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    tasks = list(TASK_NAMES)
+
+    p = sub.add_parser("analyze", help="analyse one study and write result.json and overlay PNGs")
+    p.add_argument("task", choices=tasks)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="DICOM file/folder, NIfTI, NRRD, PNG/JPEG")
+    p.add_argument("--output", "-o", required=True, type=Path, metavar="DIR")
+    p.add_argument("--model", metavar="BUNDLE", help="bundle folder or id (default: the task's demo bundle)")
+    p.add_argument("--device", default="auto", choices=DEVICES + ("cuda:0", "cuda:1"))
+    p.add_argument("--series", metavar="UID", help="SeriesInstanceUID to use when a folder holds several series")
+    p.add_argument("--force", action="store_true", help="analyse even if modality/body part look wrong")
+
+    p = sub.add_parser("demo", help="run on the bundled sample cases (phantoms)")
+    p.add_argument("task", nargs="?", choices=tasks)
+    p.add_argument("--output", "-o", type=Path, default=Path("mskai-demo"), metavar="DIR")
+    p.add_argument("--device", default="auto", choices=DEVICES)
+
+    p = sub.add_parser("train", help="train a task's model from a dataset")
+    p.add_argument("task", choices=tasks)
+    p.add_argument("--data", required=True, type=Path, metavar="DATASET")
+    p.add_argument("--recipe", default="paper", metavar="RECIPE", help="paper, demo, or a recipe JSON file")
+    p.add_argument("--output", "-o", required=True, type=Path, metavar="DIR")
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in DIR")
+
+    p = sub.add_parser("evaluate", help="evaluate a model bundle on a dataset")
+    p.add_argument("task", choices=tasks)
+    p.add_argument("--data", required=True, type=Path, metavar="DATASET")
+    p.add_argument("--model", required=True, metavar="BUNDLE")
+    p.add_argument("--output", "-o", required=True, type=Path, metavar="DIR")
+    p.add_argument("--device", default="auto", choices=DEVICES)
+
+    p = sub.add_parser("batch", help="analyse a folder or list of studies (screening / department QC)")
+    p.add_argument("task", choices=tasks)
+    p.add_argument("input", type=Path, metavar="INPUT_LIST_OR_DIR")
+    p.add_argument("--output", "-o", required=True, type=Path, metavar="DIR")
+    p.add_argument("--model", metavar="BUNDLE")
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--resume", action="store_true", help="skip studies already done in DIR")
+
+    p = sub.add_parser("models", help="list, verify or install model bundles")
+    msub = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    msub.add_parser("list", help="shipped and installed bundles")
+    msub.add_parser("verify", help="check every bundle's checksums")
+    pi = msub.add_parser("install", help="install a bundle from a folder or archive (or a URL with --allow-url)")
+    pi.add_argument("source")
+    pi.add_argument("--allow-url", action="store_true", help="allow downloading from an http(s) URL")
+    pi.add_argument("--force", action="store_true", help="replace an installed bundle of the same id and version")
+    return parser
+
+
+def _print_json(obj: object) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def _models(args: argparse.Namespace) -> int:
+    from mskai import bundles
+
+    if args.models_command == "list":
+        rows = bundles.list_bundles()
+        if not rows:
+            print("no model bundles found (shipped bundles live in Resources/Models; "
+                  "install others with `mskai models install`)")
+        for row in rows:
+            status = "ok" if row.get("ok", True) else f"BROKEN: {row.get('message', '')}"
+            print(f"{row.get('id')}@{row.get('version')}\t{row.get('task', '')}\t{row.get('path', '')}\t{status}")
+        return 0
+    if args.models_command == "verify":
+        results = bundles.verify_all()
+        bad = 0
+        for ident, ok, message in results:
+            print(f"{ident}\t{'ok' if ok else 'FAILED'}\t{message}")
+            bad += 0 if ok else 1
+        if not results:
+            print("no model bundles found")
+        return 1 if bad else 0
+    bundle = bundles.install_bundle(args.source, allow_url=args.allow_url, force=args.force)
+    print(f"installed {bundle.id}@{bundle.version} at {bundle.path}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "models":
+        return _models(args)
+    if args.command == "demo":
+        from mskai.demo import run_demo
+
+        run_demo(args.output, task=args.task, device=args.device)
+        return 0
+    task = get_task(args.task)
+    if args.command == "analyze":
+        result = task.analyze(args.inputs, args.output, model=args.model, device=args.device,
+                              force=args.force, series_uid=args.series)
+        print(f"{args.task}: {result.get('verdict')} -> {Path(args.output) / 'result.json'}")
+        for warning in result.get("warnings", []):
+            print(f"warning: {warning}", file=sys.stderr)
+        return 0
+    if args.command == "train":
+        task.train(args.data, args.recipe, args.output, device=args.device, resume=args.resume)
+        return 0
+    if args.command == "evaluate":
+        task.evaluate(args.data, args.model, args.output, device=args.device)
+        return 0
+    if args.command == "batch":
+        task.batch(args.input, args.output, resume=args.resume, model=args.model, device=args.device)
+        return 0
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except MskaiError as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"mskai: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("mskai: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # an internal error: still one line unless --debug
+        if args.debug:
+            traceback.print_exc()
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"mskai: internal error: {type(err).__name__}: {message} (rerun with --debug for details)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

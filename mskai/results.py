@@ -1,0 +1,162 @@
+"""Writing results per SPEC §0.2: ``result.json`` and overlay PNGs.
+
+Every analysis builds its result with :func:`new_result`, times its stages
+with :class:`StageTimer`, and writes with :func:`write_result`, so the keys
+the CLI, the tests and the Slicer modules rely on are produced in one place.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+from PIL import Image as PILImage, ImageDraw
+
+from mskai import __version__
+from mskai.image import Image
+
+REQUIRED_KEYS = ("task", "verdict", "model", "input", "warnings", "evidence", "timing")
+COORDINATE_SYSTEM = "LPS"
+
+
+class StageTimer:
+    """Seconds per named stage: ``with timer("read"): ...``; ``timer.as_dict()``."""
+
+    def __init__(self) -> None:
+        self._seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._seconds[stage] = self._seconds.get(stage, 0.0) + time.perf_counter() - start
+
+    def as_dict(self) -> dict[str, float]:
+        d = {k: round(v, 4) for k, v in self._seconds.items()}
+        d["total"] = round(sum(self._seconds.values()), 4)
+        return d
+
+
+def new_result(task: str, image: Image | None = None, model: dict | None = None) -> dict[str, Any]:
+    """A result skeleton with every required key; warnings met while reading are carried over."""
+    return {
+        "task": task,
+        "mskai_version": __version__,
+        "verdict": None,
+        "model": model,
+        "input": image.describe() if image is not None else None,
+        "coordinate_system": COORDINATE_SYSTEM,
+        "warnings": list(image.warnings) if image is not None else [],
+        "evidence": [],
+        "timing": {},
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        f = float(value)
+        return None if math.isnan(f) or math.isinf(f) else f
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_result(output_dir: str | Path, result: dict[str, Any], name: str = "result.json") -> Path:
+    """Validate and write ``result.json`` atomically (NaN/inf become null)."""
+    missing = [k for k in REQUIRED_KEYS if k not in result]
+    if missing:
+        raise ValueError(f"result is missing required keys: {', '.join(missing)}")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".result-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(_jsonable(result), fh, indent=2, allow_nan=False)
+        fh.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def window_to_uint8(plane: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
+    """Map a 2D array to 0..255 with ``window=(center, width)``; default: 1st-99th percentile."""
+    plane = np.asarray(plane, dtype=np.float32)
+    if window is None:
+        finite = plane[np.isfinite(plane)]
+        lo, hi = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
+    else:
+        center, width = window
+        lo, hi = center - width / 2.0, center + width / 2.0
+    if hi <= lo:
+        hi = lo + 1.0
+    scaled = np.clip((np.nan_to_num(plane, nan=lo) - lo) / (hi - lo), 0.0, 1.0)
+    return (scaled * 255.0 + 0.5).astype(np.uint8)
+
+
+def save_overlay_png(path: str | Path, plane: np.ndarray, *,
+                     window: tuple[float, float] | None = None,
+                     heatmap: np.ndarray | None = None, heatmap_range: tuple[float, float] = (0.0, 1.0),
+                     heatmap_alpha: float = 0.45, colormap: str = "inferno",
+                     points: Iterable[tuple[float, float, str]] = (),
+                     boxes: Iterable[tuple[float, float, float, float, str]] = (),
+                     lines: Iterable[Sequence[float]] = (),
+                     pixel_aspect: float = 1.0) -> Path:
+    """Save a grey image with evidence drawn on it as PNG.
+
+    ``plane`` is (rows, columns); ``heatmap`` the same shape, scaled by
+    ``heatmap_range`` and blended where it is above the range's low end;
+    ``points`` are (x=column, y=row, label); ``boxes`` (x0, y0, x1, y1, label);
+    ``lines`` (x0, y0, x1, y1).  ``pixel_aspect`` = row spacing / column
+    spacing, so that anisotropic pixels are shown with their true shape.
+    """
+    from matplotlib import colormaps  # only the colour table, not pyplot
+
+    grey = window_to_uint8(plane, window)
+    rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
+    if heatmap is not None:
+        heat = np.asarray(heatmap, dtype=np.float32)
+        if heat.shape != grey.shape:
+            raise ValueError(f"heatmap shape {heat.shape} differs from image shape {grey.shape}")
+        lo, hi = heatmap_range
+        h = np.clip((np.nan_to_num(heat, nan=lo) - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+        colour = colormaps[colormap](h)[..., :3] * 255.0
+        alpha = (heatmap_alpha * (h > 0.0))[..., None]
+        rgb = rgb * (1.0 - alpha) + colour * alpha
+    img = PILImage.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), mode="RGB")
+    scale_y = float(pixel_aspect) if pixel_aspect > 0 else 1.0
+    if abs(scale_y - 1.0) > 1e-3:
+        img = img.resize((img.width, max(1, round(img.height * scale_y))), PILImage.BILINEAR)
+    draw = ImageDraw.Draw(img)
+    radius = max(3, round(min(img.size) / 80))
+    for x0, y0, x1, y1 in lines:
+        draw.line([(x0, y0 * scale_y), (x1, y1 * scale_y)], fill=(0, 220, 255), width=2)
+    for x0, y0, x1, y1, label in boxes:
+        draw.rectangle([x0, y0 * scale_y, x1, y1 * scale_y], outline=(255, 220, 0), width=2)
+        if label:
+            draw.text((x0, max(0, y0 * scale_y - 12)), str(label), fill=(255, 220, 0))
+    for x, y, label in points:
+        cy = y * scale_y
+        draw.ellipse([x - radius, cy - radius, x + radius, cy + radius], outline=(0, 255, 0), width=2)
+        if label:
+            draw.text((x + radius + 2, cy - radius), str(label), fill=(0, 255, 0))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
