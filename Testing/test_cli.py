@@ -58,3 +58,34 @@ def test_console_entry_point_runs_as_a_process(tmp_path):
     assert proc.returncode == 3
     assert proc.stderr.strip().count("\n") == 0 and "not available yet" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_models_install_list_verify_and_tampered_bundle(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from mskai.bundles import create_bundle
+
+    monkeypatch.setenv("MSKAI_HOME", str(tmp_path / "home"))
+    meta = {"id": "cli-test", "version": "1.0.0", "task": "ovf", "name": "cli test bundle",
+            "architecture": {"name": "linear", "args": {}}, "input": {"modality": "CT"},
+            "intended_use": "tests"}
+    src = tmp_path / "src"
+    create_bundle(src, meta, {"w": torch.arange(6, dtype=torch.float32)})
+    assert main(["models", "install", str(src)]) == 0
+    assert "installed cli-test@1.0.0" in capsys.readouterr().out
+    assert main(["models", "list"]) == 0
+    assert "cli-test@1.0.0" in capsys.readouterr().out
+    assert main(["models", "verify"]) == 0
+    installed = next((tmp_path / "home" / "models").glob("cli-test*"))
+    weights = installed / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert main(["models", "verify"]) == 1
+    out = capsys.readouterr().out
+    assert "cli-test@1.0.0\tFAILED" in out and "checksum" in out
+    assert main(["models", "install", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mskai: error: ") and err.count("\n") == 1
+    assert main(["models", "install", "https://example.invalid/b.zip"]) == 2
+    assert "--allow-url" in capsys.readouterr().err
