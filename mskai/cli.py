@@ -36,6 +36,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=DEVICES + ("cuda:0", "cuda:1"))
     p.add_argument("--series", metavar="UID", help="SeriesInstanceUID to use when a folder holds several series")
     p.add_argument("--force", action="store_true", help="analyse even if modality/body part look wrong")
+    p.add_argument("--vertebrae", metavar="SEG", help="ovf: vertebra labelling (.seg.nrrd, or labelmap + .json names)")
+    p.add_argument("--aggregator", metavar="NAME", help="ovf: lstm, max, mean or vote (default: the bundle's)")
+    p.add_argument("--evidence", metavar="WHAT",
+                   help="evidence maps: 'top3' (default), 'none', or slice indices like '4,7'")
 
     p = sub.add_parser("demo", help="run on the bundled sample cases (phantoms)")
     p.add_argument("task", nargs="?", choices=tasks)
@@ -116,8 +120,10 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     task = get_task(args.task)
     if args.command == "analyze":
+        extra = {k: getattr(args, k) for k in ("vertebrae", "aggregator", "evidence")
+                 if getattr(args, k) is not None}
         result = task.analyze(args.inputs, args.output, model=args.model, device=args.device,
-                              force=args.force, series_uid=args.series)
+                              force=args.force, series_uid=args.series, **extra)
         print(f"{args.task}: {result.get('verdict')} -> {Path(args.output) / 'result.json'}")
         for warning in result.get("warnings", []):
             print(f"warning: {warning}", file=sys.stderr)
