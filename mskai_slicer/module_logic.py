@@ -1,0 +1,312 @@
+"""The Logic shared by the four MSKAI modules: MRML nodes in, an mskai task,
+MRML nodes out.
+
+Each module's Logic (``<Module>Lib/logic.py``) names its task and its inputs;
+everything else is here, written once:
+
+* reading the input volume nodes into :class:`mskai.Image` with exact world
+  geometry (:func:`mskai_slicer.geometry.volume_node_to_image`);
+* running the task, either blocking (:meth:`MSKAIModuleLogic.run`, for scripts
+  and tests) or in a background thread (:meth:`MSKAIModuleLogic.start`, for
+  the panel) with progress and cancel;
+* turning the result into the module's own nodes through
+  :class:`mskai_slicer.outputs.OutputManager` (a Table node with the verdict
+  and measurements, filed under the input's study);
+* keeping the run's folder (``result.json``, report, overlays) so the user
+  can save it.
+
+No Qt here: the same code runs in the desktop application, where the base
+class is Slicer's ``ScriptedLoadableModuleLogic``, and on the bare MRML scene
+of the test harness, where that class does not exist.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from mskai.errors import InputError, MskaiError
+from mskai.paths import cache_dir
+from mskai.tasks import ProgressCallback, Task, get_task
+from mskai_slicer.geometry import volume_node_to_image
+from mskai_slicer.outputs import ATTRIBUTE_ROLE, OutputManager
+
+try:
+    from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
+except ImportError:  # only the desktop application has Slicer's Qt layer
+    ScriptedLoadableModuleLogic = object
+
+RESULT_TABLE_ROLE = "result-table"
+
+
+class AnalysisCancelledError(MskaiError):
+    """The user cancelled the analysis before it finished."""
+
+
+def model_argument(model_path: str | Path | None) -> str | None:
+    """The task's ``model`` argument for a bundle folder chosen in the panel:
+    None (the task's installed or demonstration bundle) when nothing is chosen."""
+    if model_path is None or str(model_path).strip() in ("", "."):
+        return None
+    return str(Path(model_path).expanduser())
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return {True: "yes", False: "no", None: "-"}[value]
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _flatten(prefix: str, value: Any) -> list[tuple[str, str]]:
+    """``("verdict", {"grade": 2})`` -> ``[("verdict.grade", "2")]``; lists of
+    plain values are joined, lists of records are numbered from 1."""
+    if isinstance(value, dict):
+        rows: list[tuple[str, str]] = []
+        for key, item in value.items():
+            rows += _flatten(f"{prefix}.{key}", item)
+        return rows
+    if isinstance(value, (list, tuple)):
+        if all(not isinstance(item, (dict, list, tuple)) for item in value):
+            return [(prefix, ", ".join(_format_value(item) for item in value))]
+        rows = []
+        for number, item in enumerate(value, start=1):
+            rows += _flatten(f"{prefix}[{number}]", item)
+        return rows
+    return [(prefix, _format_value(value))]
+
+
+def result_rows(result: dict) -> list[tuple[str, str]]:
+    """The (item, value) rows of the result table: the verdict (flattened),
+    probability and score when the task has them, the model, and one row per
+    warning."""
+    rows = _flatten("verdict", result.get("verdict"))
+    for key in ("probability", "score"):
+        if result.get(key) is not None:
+            rows.append((key, _format_value(result[key])))
+    model = result.get("model") or {}
+    if model:
+        rows.append(("model", " ".join(str(model[k]) for k in ("id", "version") if model.get(k)) or "-"))
+    rows += [("warning", str(warning)) for warning in result.get("warnings") or []]
+    return rows
+
+
+def verdict_text(result: dict) -> str:
+    """The verdict in one line for the panel: ``"yes"``, or ``"grade: 2; positive: yes"``."""
+    rows = _flatten("verdict", result.get("verdict"))
+    if len(rows) == 1 and rows[0][0] == "verdict":
+        return rows[0][1]
+    return "; ".join(f"{item.removeprefix('verdict.')}: {value}" for item, value in rows)
+
+
+def score_text(result: dict) -> str:
+    """Probability (as a percentage) and/or score in one line; ``"-"`` when the task has neither."""
+    parts = []
+    if result.get("probability") is not None:
+        parts.append(f"probability {100 * float(result['probability']):.1f}%")
+    if result.get("score") is not None:
+        parts.append(f"score {_format_value(result['score'])}")
+    return ", ".join(parts) or "-"
+
+
+class AnalysisJob:
+    """One analysis running in a background thread.
+
+    The thread only runs the mskai task on images already read from the scene;
+    the scene is not thread-safe, so the result nodes are made afterwards on the
+    main thread by :meth:`MSKAIModuleLogic.finish`.  A cancel request takes
+    effect at the task's next progress report (the callback raises
+    :class:`AnalysisCancelledError`), and a result that arrives after a cancel
+    request is dropped.
+    """
+
+    def __init__(self, work: Callable[[ProgressCallback], dict], output_dir: Path, input_node: Any):
+        self.output_dir = output_dir
+        self.input_node = input_node
+        self.fraction = 0.0
+        self.result: dict | None = None
+        self.error: BaseException | None = None
+        self._work = work
+        self._cancel_requested = threading.Event()
+        self._lock = threading.Lock()
+        self._messages: list[str] = []
+        self._thread = threading.Thread(target=self._run, name="MSKAI analysis", daemon=True)
+
+    def start(self) -> "AnalysisJob":
+        self._thread.start()
+        return self
+
+    def cancel(self) -> None:
+        """Ask the analysis to stop at its next progress report."""
+        self._cancel_requested.set()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel_requested.is_set()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the thread ends (or ``timeout`` seconds); True when it has ended."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def take_messages(self) -> list[str]:
+        """Progress messages reported since the last call, oldest first."""
+        with self._lock:
+            messages, self._messages = self._messages, []
+        return messages
+
+    def report(self, fraction: float, message: str) -> None:
+        """The task's progress callback (runs on the analysis thread)."""
+        if self._cancel_requested.is_set():
+            raise AnalysisCancelledError("the analysis was cancelled")
+        with self._lock:
+            self.fraction = min(max(float(fraction), 0.0), 1.0)
+            if message:
+                self._messages.append(str(message))
+
+    def _run(self) -> None:
+        try:
+            result = self._work(self.report)
+            if self._cancel_requested.is_set():
+                raise AnalysisCancelledError("the analysis was cancelled")
+            self.result = result
+        except BaseException as error:  # handed to the main thread by finish()
+            self.error = error
+
+
+class MSKAIModuleLogic(ScriptedLoadableModuleLogic):
+    """Base of the modules' Logic classes.
+
+    Subclasses set :attr:`task_name` and offer ``analyze`` (blocking) and
+    ``analyze_async`` with their own named inputs, both built on :meth:`run`
+    and :meth:`start`.  ``task`` and ``outputs`` can be passed in (tests pass
+    a stand-in task); by default they are the registered mskai task and an
+    :class:`OutputManager` on ``slicer.mrmlScene``.
+    """
+
+    task_name: str = ""
+
+    def __init__(self, task: Task | None = None, outputs: OutputManager | None = None):
+        super().__init__()
+        # ScriptedLoadableModuleLogic sets this too; the bare fallback does not.
+        self.moduleName = type(self).__name__.removesuffix("Logic")
+        self.task = task if task is not None else get_task(self.task_name)
+        self.outputs = outputs if outputs is not None else OutputManager(self.moduleName)
+        self.last_result: dict | None = None
+        self.last_output_dir: Path | None = None
+        self.last_input_node: Any = None
+
+    # ---- running -------------------------------------------------------------
+
+    def run(self, inputs: dict[str, Any], *, model_path: str | Path | None = None, device: str = "auto",
+            progress: ProgressCallback | None = None, **options: Any) -> dict:
+        """Analyse ``inputs`` (label -> volume node, in the task's input order)
+        and wait for the result; returns the ``result.json`` dict after making
+        the result nodes.  ``progress(fraction, message)`` is called by the
+        task; raising from it stops the analysis."""
+        images, input_node = self._read_inputs(inputs)
+        output_dir = self._new_output_dir()
+        try:
+            result = self.task.analyze(images, output_dir, model=model_argument(model_path), device=device,
+                                       progress=progress, **options)
+        except BaseException:
+            shutil.rmtree(output_dir, ignore_errors=True)
+            raise
+        return self._publish(result, output_dir, input_node)
+
+    def start(self, inputs: dict[str, Any], *, model_path: str | Path | None = None, device: str = "auto",
+              **options: Any) -> AnalysisJob:
+        """Start analysing ``inputs`` in a background thread and return the job;
+        call :meth:`finish` on the main thread once ``job.running`` is False.
+        Bad inputs are refused here, before any thread starts."""
+        images, input_node = self._read_inputs(inputs)
+        output_dir = self._new_output_dir()
+        model = model_argument(model_path)
+
+        def work(report: ProgressCallback) -> dict:
+            return self.task.analyze(images, output_dir, model=model, device=device, progress=report, **options)
+
+        return AnalysisJob(work, output_dir, input_node).start()
+
+    def finish(self, job: AnalysisJob) -> dict:
+        """Make the result nodes of an ended job and return its result, or raise
+        the error that stopped it (its folder is then removed)."""
+        if job.running:
+            raise RuntimeError("finish() called while the analysis is still running")
+        if job.error is not None:
+            shutil.rmtree(job.output_dir, ignore_errors=True)
+            raise job.error
+        return self._publish(job.result, job.output_dir, job.input_node)
+
+    # ---- results ---------------------------------------------------------------
+
+    def result_table_node(self) -> Any:
+        """The result Table node of the last analysis (None before a result)."""
+        if self.last_input_node is None:
+            return None
+        tables = [node for node in self.outputs.outputs(self.last_input_node)
+                  if node.GetAttribute(ATTRIBUTE_ROLE) == RESULT_TABLE_ROLE]
+        return tables[-1] if tables else None
+
+    def editable_output_node(self) -> Any:
+        """The evidence of the last analysis that a user corrects: its
+        segmentation (Segment Editor) or, without one, its landmarks (Markups);
+        None when it has neither."""
+        if self.last_input_node is None:
+            return None
+        nodes = self.outputs.outputs(self.last_input_node)
+        for class_name in ("vtkMRMLSegmentationNode", "vtkMRMLMarkupsFiducialNode"):
+            matching = [node for node in nodes if node.IsA(class_name)]
+            if matching:
+                return matching[-1]
+        return None
+
+    def forget_result(self) -> None:
+        """Drop the last result (its nodes went with the scene, e.g. on scene close)."""
+        self.last_result = self.last_output_dir = self.last_input_node = None
+
+    def save_result(self, destination: str | Path) -> list[Path]:
+        """Copy the last run's files (``result.json``, report, overlay images)
+        into ``destination``; returns the copied paths."""
+        if self.last_output_dir is None or not self.last_output_dir.is_dir():
+            raise InputError("there is no result to save yet; run the analysis first")
+        destination = Path(destination)
+        destination.mkdir(parents=True, exist_ok=True)
+        copied = []
+        for source in sorted(self.last_output_dir.rglob("*")):
+            if source.is_file():
+                target = destination / source.relative_to(self.last_output_dir)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                copied.append(Path(shutil.copy2(source, target)))
+        return copied
+
+    def _publish(self, result: dict, output_dir: Path, input_node: Any) -> dict:
+        rows = result_rows(result)
+        self.outputs.table(RESULT_TABLE_ROLE, {"Item": [item for item, _ in rows],
+                                               "Value": [value for _, value in rows]},
+                           input_node, f"{self.moduleName} result")
+        self.last_result, self.last_output_dir, self.last_input_node = result, output_dir, input_node
+        return result
+
+    # ---- internals ---------------------------------------------------------------
+
+    @staticmethod
+    def _read_inputs(inputs: dict[str, Any]) -> tuple[list, Any]:
+        """The images of the input nodes and the node the outputs belong to
+        (the first input)."""
+        missing = [label for label, node in inputs.items() if node is None]
+        if missing:
+            raise InputError(f"no {' and no '.join(missing)} selected; choose it in the Inputs section")
+        nodes = list(inputs.values())
+        return [volume_node_to_image(node) for node in nodes], nodes[0]
+
+    def _new_output_dir(self) -> Path:
+        """A fresh folder for one run's files under the user cache."""
+        return Path(tempfile.mkdtemp(prefix=f"{self.moduleName}-", dir=cache_dir("slicer-results")))
