@@ -5,11 +5,13 @@ import sys
 import pytest
 
 from mskai.cli import main
-from mskai.tasks import TASK_NAMES, get_task
+from mskai.tasks import TASK_NAMES, PlaceholderTask, get_task
 from mskai.errors import InputError, NotAvailableError
 
+UNBUILT = [name for name in TASK_NAMES if isinstance(get_task(name), PlaceholderTask)]
 
-@pytest.mark.parametrize("task", list(TASK_NAMES))
+
+@pytest.mark.parametrize("task", UNBUILT)
 def test_analyze_of_unbuilt_task_says_not_available(task, tmp_path, capsys):
     src = tmp_path / "x.nii.gz"
     src.write_bytes(b"")
@@ -23,8 +25,8 @@ def test_analyze_of_unbuilt_task_says_not_available(task, tmp_path, capsys):
 
 @pytest.mark.parametrize("command", [["train", "sij", "--data", "d", "--recipe", "demo", "--output", "o"],
                                      ["evaluate", "cervical", "--data", "d", "--model", "m", "--output", "o"],
-                                     ["batch", "wrist", "in", "--output", "o"],
-                                     ["demo", "ovf"]])
+                                     ["batch", "sij", "in", "--output", "o"],
+                                     ["demo", "cervical"]])
 def test_every_command_of_unbuilt_tasks_says_not_available(command, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(command) == 3
@@ -35,7 +37,7 @@ def test_unknown_task_is_an_input_error():
     with pytest.raises(InputError, match="unknown task"):
         get_task("knee")
     with pytest.raises(NotAvailableError):
-        get_task("ovf").analyze([])
+        get_task("sij").analyze([])
 
 
 def test_internal_error_is_one_line_without_traceback(monkeypatch, capsys):
@@ -53,7 +55,7 @@ def test_internal_error_is_one_line_without_traceback(monkeypatch, capsys):
 
 
 def test_console_entry_point_runs_as_a_process(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mskai", "analyze", "ovf", "missing.dcm",
+    proc = subprocess.run([sys.executable, "-m", "mskai", "analyze", "sij", "missing.dcm",
                            "--output", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 3
     assert proc.stderr.strip().count("\n") == 0 and "not available yet" in proc.stderr

@@ -114,10 +114,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "models":
         return _models(args)
     if args.command == "demo":
-        from mskai.demo import run_demo
+        from mskai.demo import demo_failed, run_demo
 
-        run_demo(args.output, task=args.task, device=args.device)
-        return 0
+        summary = run_demo(args.output, task=args.task, device=args.device)
+        return 2 if args.task is None and demo_failed(summary) else 0
     task = get_task(args.task)
     if args.command == "analyze":
         extra = {k: getattr(args, k) for k in ("vertebrae", "aggregator", "evidence")

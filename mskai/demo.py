@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mskai.errors import NotAvailableError
+from mskai.errors import MskaiError, NotAvailableError
 from mskai.paths import cache_dir
 from mskai.progress import log
 from mskai.results import StageTimer, new_result, save_overlay_png, write_result
@@ -95,4 +95,12 @@ def run_demo(output_dir: str | Path, task: str | None = None, device: str = "aut
         except NotAvailableError as err:
             summary[name] = f"not available yet: {err}"
             log(f"{name}: not available yet")
+        except MskaiError as err:  # e.g. a missing or damaged demo bundle: say so, run the others
+            summary[name] = f"failed: {err}"
+            log(f"{name}: failed: {err}")
     return summary
+
+
+def demo_failed(summary: dict[str, Any]) -> bool:
+    """True when any demo that is available failed (the CLI then exits non-zero)."""
+    return any(str(v).startswith("failed:") for v in summary.values())
