@@ -1,0 +1,479 @@
+"""SpineOVF analysis of one CT: input checks, slices, model, verdict and evidence.
+
+:func:`analyze_image` is the one entry point that the command line, the batch
+runner and the Slicer Logic share; it returns an :class:`OVFAnalysis` whose
+``result`` is the ``result.json`` dict (SPEC §0.2 and issue item 6).
+
+Input checks (SPEC §5), each a one-line :class:`mskai.InputError`:
+
+* a single slice, or fewer than 2 slices: refused (:func:`mskai.io.require_volume`);
+* not a CT, unless ``force``: a DICOM ``Modality`` (``meta["modality"]``)
+  other than CT is refused; without a modality (NIfTI/NRRD) the intensities
+  decide: a CT in HU has air or gas (at least 0.1 % of the voxels below
+  -500 HU) and bone (at least 0.1 % above 200 HU); an MR or other image in
+  arbitrary non-negative units has no voxel below -500.  With ``force`` the
+  analysis runs and the result carries a warning;
+* cranio-caudal coverage below :data:`MIN_COVERAGE_MM` (80 mm, about three
+  vertebral bodies with their discs): refused, a sagittal analysis of the
+  spine needs more;
+* NaN/inf voxels (possible when an :class:`Image` comes from elsewhere than
+  :mod:`mskai.io`) are replaced by the finite minimum with a warning;
+  non-uniform slice spacing, gantry tilt and missing spacing are corrected or
+  reported by :mod:`mskai.io`, whose warnings the result carries.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from mskai.device import describe_device, resolve_device
+from mskai.errors import InputError
+from mskai.geometry import index_to_lps, lps_to_index, world_bounds
+from mskai.image import Image
+from mskai.io import require_volume
+from mskai.ovf import evidence as ev
+from mskai.ovf.model import AGGREGATORS, OVFModel, load_ovf_bundle
+from mskai.ovf.preprocess import (SagittalSelection, SquareFrame, select_central_sagittal_slices,
+                                  slices_to_tensor)
+from mskai.results import StageTimer, new_result
+
+MIN_COVERAGE_MM = 80.0
+AIR_OR_GAS_HU = -500.0
+BONE_HU = 200.0
+MIN_VOXEL_SHARE = 0.001
+DEFAULT_EVIDENCE = "top3"
+ProgressCallback = Callable[[float, str], None]
+
+
+@dataclass
+class OVFAnalysis:
+    """Everything one analysis produced.
+
+    Attributes:
+        result: the ``result.json`` dict.
+        heatmap: occlusion heatmap (0..1) on the input CT's grid, or None
+            without evidence.
+        selection: the analysed sagittal slab.
+        tensor: the network input ``(N, 3, size, size)``.
+        slice_probs: ``(N,)`` slice probabilities.
+        maps: the occlusion maps (:class:`mskai.ovf.evidence.SliceMaps`) or None.
+        heat_slab: the heatmap on the sagittal slab (0..1) or None.
+        image: the analysed CT (after NaN replacement).
+        model, metadata: the loaded model and its bundle metadata (for
+            :func:`explain_slices` on demand).
+    """
+
+    result: dict[str, Any]
+    heatmap: Image | None
+    selection: SagittalSelection
+    tensor: torch.Tensor
+    slice_probs: np.ndarray
+    maps: ev.SliceMaps | None
+    heat_slab: Image | None
+    image: Image
+    model: OVFModel = field(repr=False)
+    metadata: dict[str, Any] = field(repr=False)
+
+
+# --------------------------------------------------------------------------- checks
+
+def check_ct(image: Image, force: bool = False) -> str | None:
+    """Refuse (InputError) an image that is not a CT unless ``force``; with
+    ``force`` return the warning to record.  See the module docstring for the rule."""
+    modality = str(image.meta.get("modality") or "").strip().upper()
+    if modality:
+        if modality == "CT":
+            return None
+        problem = f"the input is {_article(modality)} {modality} image (DICOM Modality {modality}), not CT"
+    else:
+        # A regular subsample of at most about 2 million voxels decides (fast on large scans).
+        step = max(1, int(np.ceil((image.array.size / 2e6) ** (1 / 3))))
+        values = image.array[::step, ::step, ::step]
+        finite = values[np.isfinite(values)]
+        if finite.size == 0:
+            raise InputError("the input holds no finite voxel values")
+        air_share = float(np.count_nonzero(finite < AIR_OR_GAS_HU)) / finite.size
+        bone_share = float(np.count_nonzero(finite > BONE_HU)) / finite.size
+        if air_share >= MIN_VOXEL_SHARE and bone_share >= MIN_VOXEL_SHARE:
+            return None
+        low, high = np.percentile(finite, [1, 99])
+        missing = " and ".join(what for what, share in (("no air near -1000 HU", air_share),
+                                                        ("no bone above 200 HU", bone_share))
+                               if share < MIN_VOXEL_SHARE)
+        kind = "MR or another non-CT image" if low >= -1.0 else "not a CT in HU"
+        problem = (f"the input looks like {kind}, not CT (intensities {low:.0f} to {high:.0f}: "
+                   f"{missing})")
+    if not force:
+        raise InputError(f"{problem}; SpineOVF needs a CT (use --force to analyse anyway)")
+    return f"{problem}; analysed anyway because of --force: the result is not reliable"
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "AEFHILMNORSX" else "a"
+
+
+def check_coverage(image: Image, min_mm: float = MIN_COVERAGE_MM) -> float:
+    """Cranio-caudal (LPS z) extent of the image in mm; InputError below ``min_mm``."""
+    low, high = world_bounds(image)
+    extent = float(high[2] - low[2])
+    if extent < min_mm:
+        raise InputError(f"the scan covers only {extent:.0f} mm cranio-caudally; SpineOVF needs at "
+                         f"least {min_mm:.0f} mm of spine (about three vertebrae) for a sagittal analysis")
+    return extent
+
+
+def _finite_image(image: Image) -> tuple[Image, str | None]:
+    array = image.array
+    if not np.issubdtype(array.dtype, np.floating):
+        return image.with_array(array.astype(np.float32)), None
+    bad = ~np.isfinite(array)
+    if not bad.any():
+        return image, None
+    finite = array[~bad]
+    fill = float(finite.min()) if finite.size else 0.0
+    fixed = np.where(bad, np.float32(fill), array).astype(np.float32)
+    return image.with_array(fixed), (f"{int(bad.sum())} voxels were NaN or infinite and were "
+                                     f"replaced by the finite minimum {fill:g}")
+
+
+def parse_evidence(evidence: Any, slice_indices: Sequence[int], slice_probs: np.ndarray) -> list[int]:
+    """Slab positions to explain for ``evidence``: ``"top3"``/``"topN"`` (the N most
+    suspicious slices), ``"all"``, ``"none"``/None, or stack indices as a list or
+    a string ``"4,7"``; indices not analysed are refused (InputError)."""
+    if evidence is None or (isinstance(evidence, str) and evidence.strip().lower() in ("", "none")):
+        return []
+    if isinstance(evidence, str):
+        text = evidence.strip().lower()
+        if text == "all":
+            return list(range(len(slice_indices)))
+        match = re.fullmatch(r"top(\d+)", text)
+        if match:
+            count = min(int(match.group(1)), len(slice_indices))
+            order = np.argsort(-np.asarray(slice_probs), kind="stable")[:count]
+            return sorted(int(m) for m in order)
+        try:
+            wanted = [int(part) for part in text.replace(";", ",").split(",") if part.strip()]
+        except ValueError:
+            raise InputError(f"--evidence {evidence!r} is not understood; use top3, all, none or slice "
+                             "indices like 4,7") from None
+    else:
+        wanted = [int(v) for v in evidence]
+    position = {index: m for m, index in enumerate(slice_indices)}
+    missing = [w for w in wanted if w not in position]
+    if missing:
+        raise InputError(f"sagittal slice(s) {', '.join(map(str, missing))} were not analysed; choose "
+                         f"among {slice_indices[0]}..{slice_indices[-1]}")
+    return sorted({position[w] for w in wanted})
+
+
+# --------------------------------------------------------------------------- analysis
+
+def analyze_image(image: Image, *, bundle: Any = None, model: Any = None,
+                  device: str | torch.device = "auto",
+                  aggregator: str | None = None, vertebrae: Image | None = None,
+                  vertebra_names: Mapping[int, str] | None = None, evidence: Any = DEFAULT_EVIDENCE,
+                  force: bool = False, progress: ProgressCallback | None = None,
+                  mask_size: int | None = None, overlap: float = ev.OVERLAP,
+                  evidence_region: str = "spine", timer: StageTimer | None = None) -> OVFAnalysis:
+    """Analyse one CT volume for osteoporotic vertebral fractures.
+
+    Args:
+        image: the CT (HU, any orientation), e.g. from :func:`mskai.io.read_image`.
+        bundle: model bundle (Bundle, folder or id); None: the default ``ovf`` bundle.
+        model: the same as ``bundle``, or an already loaded ``(OVFModel, metadata)``
+            from :func:`mskai.ovf.model.load_ovf_bundle` (batch runs load once).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        aggregator: ``lstm``, ``max``, ``mean`` or ``vote``; None: the bundle's default.
+        vertebrae: optional vertebra labelmap (any grid) to name the level of the evidence.
+        vertebra_names: label -> name for ``vertebrae`` (else its meta, see
+            :func:`mskai.ovf.evidence.vertebra_names`).
+        evidence: ``"top3"`` (default), ``"topN"``, ``"all"``, ``"none"`` or stack indices.
+        force: analyse a non-CT image anyway (with a warning).
+        progress: ``progress(fraction, message)``; may raise to cancel.
+        mask_size, overlap, evidence_region: occlusion settings (see
+            :mod:`mskai.ovf.evidence`; region ``"spine"`` or ``"full"``).
+        timer: a :class:`StageTimer` to add the stages to (the task times reading).
+
+    Returns:
+        :class:`OVFAnalysis`.
+    """
+    report = progress or (lambda fraction, message: None)
+    timer = timer or StageTimer()
+    report(0.0, "checking the input")
+    require_volume(image, what="SpineOVF (a sagittal analysis of a CT volume)")
+    image, nan_warning = _finite_image(image)
+    warnings: list[str] = list(image.warnings)
+    if nan_warning:
+        warnings.append(nan_warning)
+    ct_warning = check_ct(image, force)
+    if ct_warning:
+        warnings.append(ct_warning)
+    check_coverage(image)
+
+    report(0.05, "loading the model")
+    torch_device = resolve_device(device)
+    source = model if model is not None else bundle
+    if isinstance(source, tuple):
+        network, metadata = source
+    else:
+        network, metadata = load_ovf_bundle(source, device=torch_device)
+    model_device = next(network.parameters()).device
+    prep = metadata["preprocessing"]
+    aggregator = aggregator or metadata.get("default_aggregator") or "lstm"
+    if aggregator not in AGGREGATORS:
+        raise InputError(f"unknown aggregator {aggregator!r}; use one of {', '.join(AGGREGATORS)}")
+    threshold = float((metadata.get("thresholds") or {}).get("fracture", 0.5))
+
+    report(0.1, "reformatting to sagittal slices")
+    with timer("reformat"):
+        selection = select_central_sagittal_slices(image, fraction=float(prep["fraction"]),
+                                                   spacing_mm=prep.get("inplane_spacing_mm"),
+                                                   min_slices=int(prep["min_slices"]),
+                                                   bone_hu=float(prep.get("bone_hu", BONE_HU)))
+    warnings.extend(selection.warnings)
+
+    report(0.3, "preparing the slices")
+    with timer("preprocess"):
+        tensor = slices_to_tensor(selection, size=int(prep["size"]),
+                                  mean_image=network.mean_image.detach().cpu().numpy(),
+                                  window=prep["window"], channels=int(prep.get("channels", 3)))
+
+    report(0.4, f"classifying {len(selection.indices)} sagittal slices")
+    with timer("model"):
+        with torch.inference_mode():
+            prediction = network.predict_scan(tensor.to(model_device))
+    slice_probs = prediction["slice_probs"].float().cpu().numpy()
+    scan_probs = prediction["scan_probs"]
+    probability = float(scan_probs[aggregator])
+
+    result = new_result("ovf", image, metadata["info"])
+    result["warnings"] = warnings
+    result.update({
+        "verdict": "fracture" if probability >= threshold else "no fracture",
+        "probability": round(probability, 6),
+        "aggregator": aggregator,
+        "threshold": threshold,
+        "probabilities": {name: round(float(p), 6) for name, p in scan_probs.items()},
+        "spine_center_mm": [round(float(v), 3) for v in selection.spine_center_lps],
+        "spine_center_method": selection.method,
+        "image_center_mm": [round(float(v), 3) for v in selection.image_center_lps],
+        "slices": [{"index": int(index), "center_mm": [round(float(v), 3) for v in center],
+                    "probability": round(float(p), 6)}
+                   for index, center, p in zip(selection.indices, selection.centers_lps, slice_probs)],
+        "sagittal": {"n_slices_total": selection.n_total, "fraction": float(prep["fraction"]),
+                     "spacing_mm": list(selection.sagittal.spacing),
+                     "size_ijk": list(selection.sagittal.size),
+                     "axes": "i Posterior, j Inferior, k Left (slice index = k in the full stack)"},
+        "preprocessing": {k: prep[k] for k in ("size", "window", "channels") if k in prep},
+        "device": describe_device(model_device),
+        "suspected_level": None,
+    })
+    analysis = OVFAnalysis(result, None, selection, tensor, slice_probs, None, None, image, network,
+                           metadata)
+
+    positions = parse_evidence(evidence, selection.indices, slice_probs)
+    if positions:
+        report(0.5, f"computing occlusion evidence on {len(positions)} slice(s)")
+        with timer("evidence"):
+            explain_slices(analysis, positions, vertebrae=vertebrae, vertebra_names=vertebra_names,
+                           mask_size=mask_size, overlap=overlap, region=evidence_region)
+    result["timing"] = timer.as_dict()
+    report(1.0, f"{result['verdict']} (p = {probability:.3f}, {aggregator})")
+    return analysis
+
+
+def explain_slices(analysis: OVFAnalysis, positions: Sequence[int], *, vertebrae: Image | None = None,
+                   vertebra_names: Mapping[int, str] | None = None, mask_size: int | None = None,
+                   overlap: float = ev.OVERLAP, region: str = "spine",
+                   logit_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> OVFAnalysis:
+    """Occlusion evidence for slab positions ``positions`` of an analysis ("Explain this slice").
+
+    Replaces ``analysis.maps``, ``heat_slab``, ``heatmap`` and the result's
+    ``evidence``, ``suspected_level`` and ``evidence_settings``.  Use
+    :func:`parse_evidence` to turn stack indices into positions.
+    """
+    selection = analysis.selection
+    frame = SquareFrame(selection.sagittal.shape[1], selection.sagittal.shape[2], analysis.tensor.shape[-1])
+    if region not in ("spine", "full"):
+        raise InputError(f"unknown evidence region {region!r}; use spine or full")
+    columns = ev.spine_column_range(selection, frame) if region == "spine" else None
+    logit_fn = logit_fn or ev.extractor_logit_fn(analysis.model.extractor)
+    start = time.perf_counter()
+    maps = ev.occlusion_maps(logit_fn, analysis.tensor, list(positions), frame, mask_size=mask_size,
+                             overlap=overlap, column_range=columns)
+    heat, scale = ev.heat_volume(selection, maps)
+    heatmap = ev.heatmap_on_ct(heat, analysis.image)
+    names = ev.vertebra_names(vertebrae, vertebra_names) if vertebrae is not None else {}
+
+    entries: list[dict[str, Any]] = []
+    peak = ev.strongest_point(heat)
+    if peak is not None:
+        ijk, m = peak
+        entries.append(_evidence_entry(analysis, heat, ijk, m, float(heat.array.max()) * scale,
+                                       "strongest occlusion evidence", vertebrae, names))
+    for row, m in enumerate(maps.positions):
+        centroid = ev.plateau_centroid(heat.array[m])
+        if centroid is None:
+            continue
+        j, i = centroid
+        entries.append(_evidence_entry(analysis, heat, np.array([i, j, m], dtype=float), m,
+                                       float(maps.slice_maps[row].max()), "slice peak", vertebrae, names))
+    result = analysis.result
+    result["evidence"] = entries
+    result["suspected_level"] = entries[0]["level"] if entries else None
+    result["evidence_settings"] = {
+        "method": "occlusion sensitivity of the slice logit (MONAI OcclusionSensitivity)",
+        "slices": [int(selection.indices[m]) for m in maps.positions],
+        "mask_size_px": ev.default_mask_size(frame.size) if mask_size is None else int(mask_size),
+        "overlap": float(overlap), "occluded_value": "training mean image",
+        "region": region, "heatmap_scale_logit": round(scale, 6),
+        "seconds": round(time.perf_counter() - start, 3)}
+    notes = []
+    if peak is None:
+        notes.append("occluding the explained slices never lowered the fracture evidence: no "
+                     "evidence position to report")
+    if vertebrae is not None and not names:
+        notes.append("the vertebra labelling has no segments named like vertebral levels (L1, "
+                     "vertebrae_T12, ...): evidence is given by position only")
+    result["warnings"].extend(note for note in notes if note not in result["warnings"])
+    analysis.maps, analysis.heat_slab, analysis.heatmap = maps, heat, heatmap
+    return analysis
+
+
+def explain(analysis: OVFAnalysis, evidence: Any = DEFAULT_EVIDENCE, **options: Any) -> OVFAnalysis:
+    """:func:`explain_slices` for an ``evidence`` choice as :func:`analyze_image` takes it
+    (``"top3"``, ``"all"`` or sagittal stack indices, e.g. the slice a user looks at)."""
+    positions = parse_evidence(evidence, analysis.selection.indices, analysis.slice_probs)
+    if not positions:
+        raise InputError("no slice to explain was given")
+    return explain_slices(analysis, positions, **options)
+
+
+def _evidence_entry(analysis: OVFAnalysis, heat: Image, ijk: np.ndarray, m: int, value: float,
+                    kind: str, vertebrae: Image | None, names: Mapping[int, str]) -> dict[str, Any]:
+    position = index_to_lps(heat, ijk)
+    voxel = np.round(lps_to_index(analysis.image, position)).astype(int)
+    voxel = np.clip(voxel, 0, np.asarray(analysis.image.size) - 1)
+    level = ev.level_at(vertebrae, position, names) if vertebrae is not None and names else None
+    return {"kind": kind, "position_mm": [round(float(v), 3) for v in position],
+            "voxel_index": [int(v) for v in voxel], "level": level,
+            "value": round(value, 6), "slice_index": int(analysis.selection.indices[m]),
+            "slice_probability": round(float(analysis.slice_probs[m]), 6)}
+
+
+# --------------------------------------------------------------------------- files
+
+LABELMAP_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def read_vertebrae(path: str | Path, names: Mapping[int, str] | None = None) -> Image:
+    """A vertebra labelling as an integer labelmap :class:`Image` with
+    ``meta["segment_names"]`` (label -> name).
+
+    * Slicer ``.seg.nrrd``: names and label values from its ``Segment{N}_Name`` /
+      ``Segment{N}_LabelValue`` header keys (one layer);
+    * NIfTI/NRRD/MetaImage labelmap: names from ``names``, else from a sidecar
+      JSON beside it, named like the labelmap with ``.json`` instead of the
+      image suffix (or with ``.json`` appended): ``{"1": "L1", ...}``
+      (a ``"segment_names"`` or ``"labels"`` object inside is accepted too).
+    """
+    from mskai.io import read_image
+
+    path = Path(path)
+    labels = read_image(path)
+    if labels.shape[0] == 1:
+        raise InputError(f"{path}: the vertebra labelling is a single slice; a 3D labelmap is needed")
+    array = labels.array
+    if np.issubdtype(array.dtype, np.floating):
+        array = np.rint(np.nan_to_num(array)).astype(np.int32)
+    table: dict[int, str] = {}
+    if names is not None:
+        table = {int(k): str(v) for k, v in names.items()}
+    elif labels.meta.get("segments"):
+        for position, segment in enumerate(labels.meta["segments"]):
+            table[int(segment.get("label_value", position + 1))] = str(segment.get("name", ""))
+    else:
+        table = _sidecar_names(path)
+    meta = {**labels.meta, "kind": "labelmap", "segment_names": table}
+    return labels.with_array(array, meta=meta, warnings=[])
+
+
+def _sidecar_names(path: Path) -> dict[int, str]:
+    import json
+
+    name = path.name
+    stem = next((name[:-len(s)] for s in LABELMAP_SUFFIXES if name.lower().endswith(s)), name)
+    for candidate in (path.with_name(stem + ".json"), path.with_name(name + ".json")):
+        if candidate.is_file():
+            try:
+                content = json.loads(candidate.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise InputError(f"{candidate}: the segment names file is not valid JSON") from None
+            if isinstance(content, dict):
+                for key in ("segment_names", "labels", "level_names"):
+                    if isinstance(content.get(key), dict):
+                        content = content[key]
+                        break
+                try:
+                    return {int(k): str(v) for k, v in content.items()}
+                except (TypeError, ValueError):
+                    raise InputError(f"{candidate}: segment names must map label numbers to names, "
+                                     'like {"1": "L1"}') from None
+            raise InputError(f"{candidate}: segment names must be a JSON object like {{\"1\": \"L1\"}}")
+    return {}
+
+
+OVERLAY_WINDOW = (400.0, 1800.0)
+"""Bone window of the overlay PNGs (-500..1300 HU)."""
+
+
+def write_outputs(analysis: OVFAnalysis, output_dir: str | Path) -> dict[str, Any]:
+    """Write ``result.json``, ``heatmap.nii.gz`` (when there is evidence) and overlay PNGs.
+
+    Overlays: the most suspicious sagittal slice (highest slice probability)
+    first, then every other explained slice; each shows the bone-windowed
+    slice (anterior left, head up, square pixels), the heatmap and the
+    evidence points named by level.  Returns ``analysis.result`` with
+    ``outputs`` (file names relative to ``output_dir``).
+    """
+    from mskai.io import write_image
+    from mskai.results import save_overlay_png, write_result
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    result, selection = analysis.result, analysis.selection
+    outputs: dict[str, Any] = {"result": "result.json", "heatmap": None, "overlays": []}
+    if analysis.heatmap is not None:
+        write_image(analysis.heatmap, out / "heatmap.nii.gz")
+        outputs["heatmap"] = "heatmap.nii.gz"
+    most_suspicious = int(np.argmax(analysis.slice_probs))
+    positions = [most_suspicious] + [m for m in (analysis.maps.positions if analysis.maps else [])
+                                     if m != most_suspicious]
+    sagittal = selection.sagittal
+    for m in positions:
+        index = selection.indices[m]
+        points = []
+        for entry in result.get("evidence", []):
+            if entry["slice_index"] == index:
+                i, j, _ = lps_to_index(sagittal, entry["position_mm"])
+                points.append((float(i), float(j), entry["level"] or entry["kind"].split()[0]))
+        heat = analysis.heat_slab.array[m] if analysis.heat_slab is not None else None
+        name = f"overlay_sagittal_{index:04d}.png"
+        save_overlay_png(out / name, sagittal.array[m], window=OVERLAY_WINDOW, heatmap=heat,
+                         points=points, pixel_aspect=sagittal.spacing[1] / sagittal.spacing[0])
+        outputs["overlays"].append(name)
+    result["outputs"] = outputs
+    seconds = time.perf_counter() - start
+    timing = dict(result.get("timing") or {})
+    timing["write"] = round(seconds, 4)
+    timing["total"] = round(timing.get("total", 0.0) + seconds, 4)
+    result["timing"] = timing
+    write_result(out, result)
+    return result
