@@ -29,6 +29,8 @@ from mskai_slicer.module_logic import model_argument, result_rows, score_text, v
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 MODULE_TASKS = {"SacroiliitisCT": "sij", "SpineOVF": "ovf", "CervicalMR": "cervical", "WristQC": "wrist"}
+# SpineOVF's analysis has landed: its real result is checked in test_spineovf_logic.py.
+PLACEHOLDER_MODULES = {module: task for module, task in MODULE_TASKS.items() if module != "SpineOVF"}
 # Slicer puts each scripted module's folder on sys.path; do the same for <Module>Lib.
 for _module in MODULE_TASKS:
     if str(REPOSITORY / _module) not in sys.path:
@@ -119,7 +121,7 @@ def test_result_rows_and_panel_texts():
 
 # ---- the placeholder analyses on a real scene ---------------------------------------
 
-@pytest.mark.parametrize("module", MODULE_TASKS)
+@pytest.mark.parametrize("module", PLACEHOLDER_MODULES)
 def test_analyze_says_not_available_yet(mrml_scene, user_cache, module):
     from mskai_slicer.module_checks import phantom_inputs
 

@@ -1,24 +1,48 @@
 """Osteoporotic vertebral fracture detection on CT (CNN + LSTM) on MRML nodes.
 
-The analysis itself is the mskai task ``ovf``; this Logic reads the CT node
-and, when the user has one, a vertebra segmentation (one segment per
-vertebra, named T12, L1, ...) that lets the task name the suspected level,
-runs the task and files its result nodes (see
-:class:`mskai_slicer.module_logic.MSKAIModuleLogic`).
+The analysis itself is :func:`mskai.ovf.pipeline.analyze_image`; this Logic
+reads the CT node and, when the user has one, a vertebra segmentation (one
+segment per vertebra, named T12, L1, ... or vertebrae_L1 as TotalSegmentator
+names them) that lets the analysis name the suspected level, runs it
+(blocking, or in a background thread through the shared
+:class:`mskai_slicer.module_logic.MSKAIModuleLogic`) and files its result
+nodes under the CT's study:
+
+* ``SpineOVF result`` (Table): verdict, probability, model, warnings;
+* ``SpineOVF slices`` (Table): each analysed sagittal slice with its index in
+  the sagittal stack, its centre (LPS mm) and its fracture probability;
+* ``SpineOVF heatmap`` (scalar volume on the CT's grid, 0..1): the occlusion
+  sensitivity, shown as the foreground of every slice view over the CT;
+* ``SpineOVF evidence`` (Markups point): the strongest evidence, labelled
+  with its vertebral level (or "strongest evidence" without a labelling).
+
+"Explain this slice" (:meth:`SpineOVFLogic.explain_slice`) computes the
+occlusion map of any analysed sagittal slice on demand with the model already
+in memory, and updates the heatmap and the point in place.  Every run writes
+a complete folder (``result.json``, ``heatmap.nii.gz``, overlay PNGs) that
+:meth:`save_result` copies where the user wants it.
 """
 from __future__ import annotations
 
+import copy
+import shutil
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import slicer
 import vtk
 
 from mskai.errors import InputError
 from mskai.image import Image
-from mskai.tasks import ProgressCallback
+from mskai.tasks import ProgressCallback, Task
 from mskai_slicer.geometry import volume_node_to_image
 from mskai_slicer.module_logic import AnalysisJob, MSKAIModuleLogic
+from mskai_slicer.outputs import ATTRIBUTE_FINGERPRINT, ATTRIBUTE_ROLE, content_fingerprint
+
+SLICES_TABLE_ROLE = "slices"
+HEATMAP_ROLE = "heatmap"
+EVIDENCE_ROLE = "evidence"
 
 
 def vertebra_labelmap(segmentation_node: Any, reference_volume_node: Any) -> Image:
@@ -57,8 +81,75 @@ def vertebra_labelmap(segmentation_node: Any, reference_volume_node: Any) -> Ima
     return image
 
 
+@dataclass
+class _Run:
+    """One analysis kept for "Explain this slice": the pipeline's
+    :class:`mskai.ovf.pipeline.OVFAnalysis` (model, slices, heatmap) and the
+    vertebra labels it named levels with."""
+
+    analysis: Any
+    vertebrae: Image | None
+
+
+class SpineOVFImageTask(Task):
+    """The ``ovf`` analysis of images taken from the scene.
+
+    Like ``mskai.ovf.TASK.analyze`` for an image already read, plus what the
+    panel needs: the loaded model is kept between runs (per bundle and
+    device), and the last run's analysis is kept (:attr:`runs`, by output
+    folder) so that the Logic can show its heatmap and explain other slices.
+    """
+
+    name = "ovf"
+
+    def __init__(self) -> None:
+        from mskai.tasks import TASK_NAMES
+
+        _, self.title, self.slicer_module = TASK_NAMES["ovf"]
+        self._models: dict[tuple[str | None, str], Any] = {}
+        self.runs: dict[Path, _Run] = {}
+
+    def loaded_model(self, model: str | None, device: str) -> Any:
+        """``(OVFModel, metadata)`` of bundle ``model`` (None: the default ``ovf``
+        bundle) on ``device``, loaded once."""
+        from mskai.device import resolve_device
+        from mskai.ovf.model import load_ovf_bundle
+
+        key = (model, str(device))
+        if key not in self._models:
+            self._models.clear()  # one model in memory at a time
+            self._models[key] = load_ovf_bundle(model, device=resolve_device(device))
+        return self._models[key]
+
+    def keep(self, output_dir: str | Path, run: _Run) -> None:
+        """Keep ``run`` as the one run the Logic will publish next."""
+        self.runs = {Path(output_dir): run}
+
+    def analyze(self, inputs: Sequence[Any], output_dir: str | Path | None = None, *,
+                model: str | None = None, device: str = "auto", force: bool = False,
+                progress: ProgressCallback | None = None, vertebra_labels: Image | None = None,
+                **options: Any) -> dict:
+        from mskai.ovf.pipeline import analyze_image, write_outputs
+
+        report = progress or (lambda fraction, message: None)
+        report(0.0, "loading the model")
+        loaded = self.loaded_model(model, device)
+        analysis = analyze_image(inputs[0], model=loaded, device=device, vertebrae=vertebra_labels,
+                                 force=force, progress=report, **options)
+        if output_dir is not None:
+            write_outputs(analysis, output_dir)
+            self.keep(output_dir, _Run(analysis, vertebra_labels))
+        return analysis.result
+
+
 class SpineOVFLogic(MSKAIModuleLogic):
     task_name = "ovf"
+
+    def __init__(self, task: Task | None = None, outputs: Any = None):
+        super().__init__(task if task is not None else SpineOVFImageTask(), outputs)
+        self.last_run: _Run | None = None
+
+    # ---- analysis ------------------------------------------------------------------
 
     def analyze(self, input_volume_node: Any, vertebra_segmentation_node: Any = None,
                 model_path: str | Path | None = None, device: str = "auto",
@@ -80,3 +171,150 @@ class SpineOVFLogic(MSKAIModuleLogic):
         if vertebra_segmentation_node is None or input_volume_node is None:
             return {}
         return {"vertebra_labels": vertebra_labelmap(vertebra_segmentation_node, input_volume_node)}
+
+    # ---- "Explain this slice" -----------------------------------------------------------
+
+    @property
+    def can_explain(self) -> bool:
+        """Whether the last result can explain more slices (it came from this
+        Logic's own analysis, whose model and slices are still in memory)."""
+        return self.last_run is not None and self.last_result is not None
+
+    def analysed_slice_indices(self) -> list[int]:
+        """Sagittal stack indices of the last analysis' slices (empty before one)."""
+        return [int(entry["index"]) for entry in (self.last_result or {}).get("slices") or []]
+
+    def most_suspicious_slice_index(self) -> int | None:
+        """Stack index of the last analysis' slice with the highest probability."""
+        slices = (self.last_result or {}).get("slices") or []
+        return int(max(slices, key=lambda entry: entry["probability"])["index"]) if slices else None
+
+    def slice_index_at(self, position_lps: Sequence[float]) -> int:
+        """The analysed sagittal slice nearest to a patient position (LPS mm),
+        e.g. the slice shown in the sagittal view: sagittal slices are planes of
+        constant left-right (x) position."""
+        slices = (self.last_result or {}).get("slices") or []
+        if not slices:
+            raise InputError("there is no analysed slice yet; run the analysis first")
+        x = float(position_lps[0])
+        return int(min(slices, key=lambda entry: abs(float(entry["center_mm"][0]) - x))["index"])
+
+    def explain_slice(self, index: int, progress: ProgressCallback | None = None) -> dict:
+        """Compute the occlusion map of analysed sagittal slice ``index`` (its
+        index in the sagittal stack, as in the slices table), make it the
+        heatmap and move the evidence point to its strongest evidence; blocking.
+        Returns the updated result."""
+        work, output_dir, input_node = self._explain_work(index)
+        try:
+            result = work(progress or (lambda fraction, message: None))
+        except BaseException:
+            shutil.rmtree(output_dir, ignore_errors=True)
+            raise
+        return self._publish(result, output_dir, input_node)
+
+    def explain_slice_async(self, index: int) -> AnalysisJob:
+        """The same in a background thread; call :meth:`finish` when it has ended."""
+        work, output_dir, input_node = self._explain_work(index)
+        return AnalysisJob(work, output_dir, input_node).start()
+
+    def _explain_work(self, index: int) -> tuple[Any, Path, Any]:
+        """The work of explaining slice ``index`` and the fresh folder it writes
+        (so that a failure leaves the last result's folder as it was)."""
+        from mskai.ovf.pipeline import explain, write_outputs
+
+        if not self.can_explain:
+            raise InputError("there is no analysis to explain yet; run the analysis first")
+        index = int(index)
+        analysed = self.analysed_slice_indices()
+        if index not in analysed:
+            raise InputError(f"sagittal slice {index} was not analysed; choose one of "
+                             f"{analysed[0]}..{analysed[-1]}")
+        run, input_node = self.last_run, self.last_input_node
+        output_dir = self._new_output_dir()
+        task = self.task
+
+        def work(report: ProgressCallback) -> dict:
+            # A copy, so that a cancelled or failed explanation leaves the shown result as it was
+            # (the model, image and slice tensors are shared, never modified).
+            analysis = replace(run.analysis, result=copy.deepcopy(run.analysis.result))
+            report(0.0, f"computing the occlusion map of sagittal slice {index}")
+            explain(analysis, [index], vertebrae=run.vertebrae)
+            report(0.9, "writing the result")
+            write_outputs(analysis, output_dir)
+            task.keep(output_dir, _Run(analysis, run.vertebrae))
+            report(1.0, f"explained sagittal slice {index}")
+            return analysis.result
+
+        return work, output_dir, input_node
+
+    # ---- results -------------------------------------------------------------------------
+
+    def forget_result(self) -> None:
+        super().forget_result()
+        self.last_run = None
+
+    def _publish(self, result: dict, output_dir: Path, input_node: Any) -> dict:
+        """The shared result table, then the slices table, the heatmap and the evidence point."""
+        result = super()._publish(result, output_dir, input_node)
+        runs = getattr(self.task, "runs", {})
+        self.last_run = runs.pop(Path(output_dir), None)
+        self._publish_slices(result, input_node)
+        heatmap = self.last_run.analysis.heatmap if self.last_run is not None else None
+        if heatmap is not None:
+            self.outputs.heatmap(HEATMAP_ROLE, heatmap, input_node, f"{self.moduleName} heatmap")
+        else:
+            self._remove_outputs_of_role(HEATMAP_ROLE, input_node)
+        evidence = result.get("evidence") or []
+        if evidence:
+            strongest = evidence[0]
+            self.outputs.fiducials(EVIDENCE_ROLE, [strongest["position_mm"]],
+                                   [strongest.get("level") or "strongest evidence"], input_node,
+                                   f"{self.moduleName} evidence")
+        else:
+            self._remove_outputs_of_role(EVIDENCE_ROLE, input_node)
+        return result
+
+    def _publish_slices(self, result: dict, input_node: Any) -> None:
+        slices = result.get("slices") or []
+        if not slices:
+            self._remove_outputs_of_role(SLICES_TABLE_ROLE, input_node)
+            return
+        self.outputs.table(SLICES_TABLE_ROLE, {
+            "Sagittal slice": [int(entry["index"]) for entry in slices],
+            "Probability": [round(float(entry["probability"]), 4) for entry in slices],
+            "Centre LPS (mm)": [", ".join(f"{float(v):.1f}" for v in entry["center_mm"]) for entry in slices],
+        }, input_node, f"{self.moduleName} slices")
+
+    def slices_table_node(self) -> Any:
+        """The per-slice Table node of the last analysis (None before one)."""
+        return self._output_of_role(SLICES_TABLE_ROLE)
+
+    def heatmap_node(self) -> Any:
+        """The heatmap volume node of the last analysis (None without evidence)."""
+        return self._output_of_role(HEATMAP_ROLE)
+
+    def evidence_node(self) -> Any:
+        """The Markups point of the strongest evidence (None without evidence)."""
+        return self._output_of_role(EVIDENCE_ROLE)
+
+    def _output_of_role(self, role: str) -> Any:
+        if self.last_input_node is None:
+            return None
+        nodes = [node for node in self.outputs.outputs(self.last_input_node)
+                 if node.GetAttribute(ATTRIBUTE_ROLE) == role]
+        return nodes[-1] if nodes else None
+
+    def _remove_outputs_of_role(self, role: str, input_node: Any) -> None:
+        """Remove this module's unedited output of ``role`` for ``input_node``
+        (a re-run that has no such output must not leave the previous one
+        showing); a node the user edited stays."""
+        scene = self.outputs.scene
+        hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+        for node in self.outputs.outputs(input_node):
+            if (node.GetAttribute(ATTRIBUTE_ROLE) == role
+                    and node.GetAttribute(ATTRIBUTE_FINGERPRINT) == content_fingerprint(node)):
+                item = hierarchy.GetItemByDataNode(node)
+                if item:
+                    hierarchy.RemoveItem(item, False, False)
+                scene.RemoveNode(node)
+
