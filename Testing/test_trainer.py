@@ -442,3 +442,26 @@ def test_nothing_is_shown_on_other_ranks(monkeypatch, capsys):
     log("shown")
     assert stream.getvalue() == ""
     assert capsys.readouterr().err == "shown\n"
+
+
+def test_parameter_groups_train_at_their_own_learning_rate(tmp_path):
+    """A group's lr is honoured: with plain SGD an lr of 0 leaves that layer exactly as it
+    was, while the rest (default group at config.lr) learns; the sizes of the two
+    updates follow the ratio of the learning rates."""
+    runs = {}
+    for name, head_lr in (("frozen-by-lr", 0.0), ("small", 0.005), ("same", 0.05)):
+        model = problem.build_model(0)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        trainer = Trainer(model, problem.make_blobs(64, 1), problem.make_blobs(32, 2), problem.loss_fn,
+                          config(optimizer="sgd", momentum=0.0, epochs=1, max_steps_per_epoch=1,
+                                 shuffle=False),
+                          tmp_path / name, parameter_groups=[{"params": model[3].parameters(),
+                                                              "lr": head_lr}])
+        trainer.fit(resume=False)
+        after = model.state_dict()
+        runs[name] = {k: (after[k] - before[k]).abs().sum().item() for k in before}
+    assert runs["frozen-by-lr"]["3.weight"] == 0.0 and runs["frozen-by-lr"]["3.bias"] == 0.0
+    assert runs["frozen-by-lr"]["0.weight"] > 0.0
+    # One SGD step from the same start on the same batch: the head's update scales with its lr.
+    assert runs["small"]["3.weight"] == pytest.approx(runs["same"]["3.weight"] / 10, rel=1e-4)
+    assert runs["small"]["0.weight"] == pytest.approx(runs["same"]["0.weight"], rel=1e-6)

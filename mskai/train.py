@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -428,7 +428,12 @@ class Trainer:
 
     def __init__(self, model: nn.Module, train_dataset: Dataset, val_dataset: Dataset | None,
                  loss_fn: LossFn, config: TrainConfig, output_dir: str | Path,
-                 metrics_fn: MetricsFn | None = None, collate_fn: Callable | None = None):
+                 metrics_fn: MetricsFn | None = None, collate_fn: Callable | None = None,
+                 parameter_groups: Sequence[dict[str, Any]] | None = None):
+        """``parameter_groups``: optional torch parameter-group dicts (``{"params": [...],
+        "lr": 1e-4}``) for parameters trained at their own learning rate (e.g. fine-tuned
+        layers); a group without ``"lr"`` and every parameter not listed get ``config.lr``.
+        Frozen parameters are left out."""
         config.validate()  # the object may have been changed since it was built
         if len(train_dataset) == 0:  # type: ignore[arg-type]
             raise InputError("the training dataset is empty")
@@ -446,6 +451,8 @@ class Trainer:
         self.output_dir = Path(output_dir)
         self.metrics_fn = metrics_fn
         self.collate_fn = collate_fn
+        self.parameter_groups = [dict(group, params=list(group["params"]))
+                                 for group in (parameter_groups or [])]
         self.use_tensorboard = _tensorboard_wanted(config.log_tensorboard)
         self.rows: list[dict[str, float]] = []
         self.best_val_loss = math.inf
@@ -453,6 +460,23 @@ class Trainer:
         self.epochs_since_best = 0
         self.stopped_early = False
         self._log_columns: list[str] | None = None
+
+    def _optimizer_groups(self, trainable: list[nn.Parameter]) -> list[dict[str, Any]]:
+        """The trainable parameters split into the caller's groups plus one default group."""
+        if not self.parameter_groups:
+            return [{"params": trainable}]
+        trainable_ids = {id(p) for p in trainable}
+        listed: set[int] = set()
+        groups = []
+        for group in self.parameter_groups:
+            params = [p for p in group["params"] if id(p) in trainable_ids and id(p) not in listed]
+            listed.update(id(p) for p in params)
+            if params:
+                groups.append(dict(group, params=params))
+        rest = [p for p in trainable if id(p) not in listed]
+        if rest:
+            groups.insert(0, {"params": rest})
+        return groups
 
     @property
     def history(self) -> dict[str, list[float]]:
@@ -483,7 +507,7 @@ class Trainer:
         parameters = [p for p in model.parameters() if p.requires_grad]
         if not parameters:
             raise ValueError("the model has no trainable parameters")
-        optimizer = _build_optimizer(parameters, config)
+        optimizer = _build_optimizer(self._optimizer_groups(parameters), config)
         sampler = DistributedSampler(self.train_dataset, num_replicas=context.world_size,
                                      rank=context.rank, shuffle=config.shuffle, seed=config.seed)
         loader_generator = torch.Generator()
