@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Reproduce the SpineOVF demo bundle Resources/Models/ovf-demo/ and its evaluation.
+#
+#   Utilities/train_ovf_demo.sh [WORK_DIR]      (default build/ovf-demo; run from anywhere)
+#
+# 1. 320 synthetic spine CTs (DICOM) from seed 300: balanced labels, 85 % train / 15 % val,
+#    mixed fracture grades, shapes, orientations and scanners (mskai.ovf.phantoms).
+# 2. `mskai train ovf --recipe demo` on the CPU (fixed seed; bitwise reproducible on the
+#    same CPU build of torch).
+# 3. The bundle is copied to Resources/Models/ovf-demo and registered (sha256) in
+#    Resources/Models/registry.json.
+# 4. 100 fresh phantoms from seed 401 (never used in training) and `mskai evaluate ovf`.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
+WORK="${1:-build/ovf-demo}"
+TRAIN_SEED=300
+TEST_SEED=401
+
+echo "== 1. training phantoms (seed $TRAIN_SEED) -> $WORK/train-data"
+"$PYTHON" -c "from mskai.ovf.phantoms import make_ovf_dataset; \
+make_ovf_dataset('$WORK/train-data', n_cases=320, seed=$TRAIN_SEED, fracture_fraction=0.5, \
+split=(0.85, 0.15, 0.0), fmt='dicom', size='small')"
+
+echo "== 2. training with the demo recipe -> $WORK/train"
+"$PYTHON" -m mskai train ovf --data "$WORK/train-data/dataset.csv" --recipe demo \
+    --output "$WORK/train" --device cpu
+
+echo "== 3. install the bundle in Resources/Models/ovf-demo and register it"
+rm -rf Resources/Models/ovf-demo
+cp -r "$WORK/train/bundle" Resources/Models/ovf-demo
+"$PYTHON" - <<'EOF'
+import json
+from pathlib import Path
+
+from mskai.bundles import load_bundle, registry_path
+
+bundle = load_bundle("Resources/Models/ovf-demo")
+bundle.verify()
+path = registry_path()
+registry = json.loads(path.read_text(encoding="utf-8"))
+entries = [e for e in registry["bundles"] if e["id"] != bundle.id]
+entries.append({"id": bundle.id, "version": bundle.version, "task": bundle.task,
+                "path": "ovf-demo", "sha256": bundle.weights[0]["sha256"]})
+registry["bundles"] = sorted(entries, key=lambda e: e["id"])
+path.write_text(json.dumps(registry, indent=2) + "\n", encoding="utf-8")
+print(f"registered {bundle.label} sha256 {bundle.weights[0]['sha256']}")
+EOF
+
+echo "== 4. 100 fresh phantoms (seed $TEST_SEED) and the evaluation -> $WORK/eval"
+"$PYTHON" -c "from mskai.ovf.phantoms import make_ovf_dataset; \
+make_ovf_dataset('$WORK/test-data', n_cases=100, seed=$TEST_SEED, fracture_fraction=0.5, \
+split=(0.0, 0.0, 1.0), fmt='dicom', size='small')"
+"$PYTHON" -m mskai evaluate ovf --data "$WORK/test-data/dataset.csv" \
+    --model Resources/Models/ovf-demo --output "$WORK/eval" --device cpu
