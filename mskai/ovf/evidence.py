@@ -43,7 +43,7 @@ from scipy import ndimage
 from mskai.geometry import index_to_lps, lps_to_index
 from mskai.image import Image
 from mskai.ovf.preprocess import SagittalSelection, SquareFrame
-from mskai.sitk_bridge import from_sitk, to_sitk
+from mskai.sitk_bridge import to_sitk
 
 MASK_FRACTION = 48 / 224
 """Occluding patch side as a fraction of the network frame (48 px at 224)."""
@@ -160,16 +160,32 @@ def heat_volume(selection: SagittalSelection, maps: SliceMaps) -> tuple[Image, f
 
 
 def heatmap_on_ct(heat: Image, ct: Image) -> Image:
-    """``heat`` resampled onto the CT's grid (linear, 0 outside the slab), float32 0..1."""
-    reference = sitk.Image([int(n) for n in ct.size], sitk.sitkFloat32)
-    reference.SetSpacing(ct.spacing)
-    reference.SetOrigin(ct.origin)
-    reference.SetDirection([float(v) for v in ct.direction.reshape(-1)])
-    resampled = sitk.Resample(to_sitk(heat), reference, sitk.Transform(), sitk.sitkLinear, 0.0,
-                              sitk.sitkFloat32)
-    out = from_sitk(resampled)
+    """``heat`` resampled onto the CT's grid (linear, 0 outside the slab), float32 0..1.
+
+    Only the box of CT voxels that the slab reaches is resampled (the slab is a
+    few centimetres wide), into a zero volume whose pages outside the box are
+    never touched: the memory is about the box, not several CT-sized copies.
+    """
+    corners = np.array([[i, j, k] for i in (0, heat.size[0] - 1) for j in (0, heat.size[1] - 1)
+                        for k in (0, heat.size[2] - 1)], dtype=float)
+    reach = lps_to_index(ct, index_to_lps(heat, corners))
+    size = np.asarray(ct.size)
+    low = np.clip(np.floor(reach.min(axis=0)).astype(int) - 1, 0, size)
+    high = np.clip(np.ceil(reach.max(axis=0)).astype(int) + 2, 0, size)
+    out = np.zeros(ct.shape, dtype=np.float32)
+    if np.all(high > low):
+        resampler = sitk.ResampleImageFilter()
+        resampler.SetSize([int(n) for n in high - low])
+        resampler.SetOutputSpacing([float(v) for v in ct.spacing])
+        resampler.SetOutputOrigin([float(v) for v in index_to_lps(ct, low.astype(float))])
+        resampler.SetOutputDirection([float(v) for v in ct.direction.reshape(-1)])
+        resampler.SetInterpolator(sitk.sitkLinear)
+        resampler.SetDefaultPixelValue(0.0)
+        resampler.SetOutputPixelType(sitk.sitkFloat32)
+        box = resampler.Execute(to_sitk(heat))  # kept alive while its array view is read
+        out[low[2]:high[2], low[1]:high[1], low[0]:high[0]] = np.clip(sitk.GetArrayViewFromImage(box), 0.0, 1.0)
     meta = {"kind": "heatmap", "description": "SpineOVF occlusion sensitivity (0..1)"}
-    return Image(np.clip(out.array, 0.0, 1.0), out.spacing, out.origin, out.direction, meta=meta)
+    return Image(out, ct.spacing, ct.origin, ct.direction, meta=meta)
 
 
 def plateau_centroid(values: np.ndarray, fraction: float = PEAK_FRACTION) -> np.ndarray | None:

@@ -32,7 +32,7 @@ otherwise), ``metadata["thresholds"] = {"fracture": 0.5}``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from monai.networks.nets import ResNet
@@ -180,6 +180,9 @@ class OVFModel(nn.Module):
         self.extractor = extractor
         self.aggregators = nn.ModuleDict(dict(aggregators))
         self.register_buffer("mean_image", torch.zeros(image_size, image_size))
+        # Optional inference twin of ``extractor`` (same call signature, CPU tensors out), set by
+        # mskai.ovf.fast_inference.accelerate; None: the PyTorch module.  Never used in training.
+        self.fast_extract: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def forward(self, slices: torch.Tensor, aggregator: str = DEFAULT_AGGREGATOR) -> torch.Tensor:
         """Scan probability ``(1,)`` of one scan's slices ``(S, C, H, W)`` in slice order."""
@@ -190,9 +193,10 @@ class OVFModel(nn.Module):
     def predict_scan(self, slices: torch.Tensor, chunk: int = 64) -> dict[str, Any]:
         """Everything about one scan: ``slice_logits (S,)``, ``slice_probs (S,)``,
         ``features (S, F)`` and ``scan_probs`` {aggregator: float}.  Call in eval mode."""
-        parts = [self.extractor(slices[start:start + chunk]) for start in range(0, len(slices), chunk)]
-        logits = torch.cat([p[0] for p in parts])
-        features = torch.cat([p[1] for p in parts])
+        extract = self.fast_extract if self.fast_extract is not None and not self.training else self.extractor
+        parts = [extract(slices[start:start + chunk]) for start in range(0, len(slices), chunk)]
+        logits = torch.cat([p[0] for p in parts]).to(slices.device)
+        features = torch.cat([p[1] for p in parts]).to(slices.device)
         probs = torch.sigmoid(logits)
         scan = {name: float(agg(features[None], probs[None])[0]) for name, agg in self.aggregators.items()}
         return {"slice_logits": logits, "slice_probs": probs, "features": features, "scan_probs": scan}
@@ -265,14 +269,18 @@ def save_ovf_bundle(folder: str | Path, model: OVFModel, *, architecture: Mappin
     return create_bundle(folder, meta, model.state_dict(), fp16=fp16)
 
 
-def load_ovf_bundle(bundle: Any = None, device: str | torch.device = "cpu") -> tuple[OVFModel, dict[str, Any]]:
+def load_ovf_bundle(bundle: Any = None, device: str | torch.device = "cpu",
+                    accelerate: bool = True) -> tuple[OVFModel, dict[str, Any]]:
     """The model (eval mode, on ``device``) and metadata of an ``ovf`` bundle.
 
     ``bundle``: a :class:`mskai.bundles.Bundle`, a folder path or bundle id, or
     ``None`` for the task's default bundle (the shipped demo bundle).  Weights
     are verified against their checksums and loaded without pickled code.
     The returned metadata has ``preprocessing`` completed with defaults,
-    ``default_aggregator``, ``thresholds`` and ``info`` (the result's ``model`` block).
+    ``default_aggregator``, ``thresholds``, ``info`` (the result's ``model`` block)
+    and ``inference``: with ``accelerate`` on the CPU the extractor runs on ONNX
+    Runtime when it is installed and matches PyTorch
+    (:func:`mskai.ovf.fast_inference.accelerate`), which says what it did.
     """
     from mskai import bundles
     from mskai.ovf.preprocess import preprocessing_config
@@ -302,6 +310,12 @@ def load_ovf_bundle(bundle: Any = None, device: str | torch.device = "cpu") -> t
     metadata.setdefault("thresholds", {"fracture": DEFAULT_THRESHOLD})
     metadata["info"] = bundle.info()
     metadata["bundle_path"] = str(bundle.path)
+    if accelerate:
+        from mskai.ovf.fast_inference import accelerate as use_fast_inference
+
+        metadata["inference"] = use_fast_inference(model)
+    else:
+        metadata["inference"] = f"PyTorch on {torch.device(device).type}"
     return model, metadata
 
 

@@ -272,6 +272,7 @@ def analyze_image(image: Image, *, bundle: Any = None, model: Any = None,
                      "axes": "i Posterior, j Inferior, k Left (slice index = k in the full stack)"},
         "preprocessing": {k: prep[k] for k in ("size", "window", "channels") if k in prep},
         "device": describe_device(model_device),
+        "inference": metadata.get("inference", "PyTorch"),
         "suspected_level": None,
     })
     analysis = OVFAnalysis(result, None, selection, tensor, slice_probs, None, None, image, network,
@@ -303,6 +304,11 @@ def explain_slices(analysis: OVFAnalysis, positions: Sequence[int], *, vertebrae
     if region not in ("spine", "full"):
         raise InputError(f"unknown evidence region {region!r}; use spine or full")
     columns = ev.spine_column_range(selection, frame) if region == "spine" else None
+    if logit_fn is None and analysis.model.fast_extract is not None:
+        fast_extract = analysis.model.fast_extract
+
+        def logit_fn(x: torch.Tensor) -> torch.Tensor:
+            return fast_extract(x)[0]
     logit_fn = logit_fn or ev.extractor_logit_fn(analysis.model.extractor)
     start = time.perf_counter()
     maps = ev.occlusion_maps(logit_fn, analysis.tensor, list(positions), frame, mask_size=mask_size,
