@@ -91,3 +91,18 @@ def test_models_install_list_verify_and_tampered_bundle(tmp_path, monkeypatch, c
     assert err.startswith("mskai: error: ") and err.count("\n") == 1
     assert main(["models", "install", "https://example.invalid/b.zip"]) == 2
     assert "--allow-url" in capsys.readouterr().err
+
+
+def test_batch_passes_ovf_options_and_records_a_failing_study(tmp_path, capsys):
+    import csv
+
+    listing = tmp_path / "studies.txt"
+    listing.write_text(f"{tmp_path / 'missing-study'}\n")
+    code = main(["batch", "ovf", str(listing), "--output", str(tmp_path / "out"),
+                 "--aggregator", "max", "--evidence", "none"])
+    assert code == 0
+    rows = list(csv.DictReader(open(tmp_path / "out" / "worklist.csv")))
+    assert len(rows) == 1 and rows[0]["status"].startswith("failed")
+    code = main(["batch", "ovf", str(listing), "--output", str(tmp_path / "out2"), "--aggregator", "median"])
+    err = capsys.readouterr().err
+    assert code == 2 and "median" in err

@@ -68,6 +68,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="BUNDLE")
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--resume", action="store_true", help="skip studies already done in DIR")
+    p.add_argument("--force", action="store_true", help="analyse even if modality/body part look wrong")
+    p.add_argument("--aggregator", metavar="NAME", help="ovf: lstm, max, mean or vote (default: the bundle's)")
+    p.add_argument("--evidence", metavar="WHAT", help="ovf: evidence maps for suspicious studies, e.g. 'top1' or 'none'")
 
     p = sub.add_parser("models", help="list, verify or install model bundles")
     msub = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
@@ -135,7 +138,11 @@ def _run(args: argparse.Namespace) -> int:
         task.evaluate(args.data, args.model, args.output, device=args.device)
         return 0
     if args.command == "batch":
-        task.batch(args.input, args.output, resume=args.resume, model=args.model, device=args.device)
+        extra = {k: getattr(args, k) for k in ("aggregator", "evidence") if getattr(args, k) is not None}
+        if args.force:
+            extra["force"] = True
+        task.batch(args.input, args.output, resume=args.resume, model=args.model, device=args.device,
+                   **extra)
         return 0
     raise AssertionError(f"unhandled command {args.command}")
 

@@ -316,6 +316,10 @@ def run_batch(inputs: str | Path | Sequence[str | Path], output_dir: str | Path,
     from mskai.progress import log, progress
     from mskai.train import barrier, cleanup, distributed_context
 
+    from mskai.ovf.model import AGGREGATORS
+
+    if aggregator is not None and aggregator not in AGGREGATORS:  # a typo must not fail every study
+        raise InputError(f"unknown aggregator {aggregator!r}; use one of {', '.join(AGGREGATORS)}")
     start = time.perf_counter()
     output = Path(output_dir)
     studies = find_studies(inputs)
