@@ -29,8 +29,10 @@ from mskai_slicer.module_logic import model_argument, result_rows, score_text, v
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 MODULE_TASKS = {"SacroiliitisCT": "sij", "SpineOVF": "ovf", "CervicalMR": "cervical", "WristQC": "wrist"}
-# SpineOVF's analysis has landed: its real result is checked in test_spineovf_logic.py.
-PLACEHOLDER_MODULES = {module: task for module, task in MODULE_TASKS.items() if module != "SpineOVF"}
+# Analyses that have landed are checked on real results: SpineOVF in test_spineovf_logic.py,
+# WristQC in test_wristqc_logic.py.
+PLACEHOLDER_MODULES = {module: task for module, task in MODULE_TASKS.items()
+                       if module not in ("SpineOVF", "WristQC")}
 # Slicer puts each scripted module's folder on sys.path; do the same for <Module>Lib.
 for _module in MODULE_TASKS:
     if str(REPOSITORY / _module) not in sys.path:

@@ -2,6 +2,7 @@ import os
 import sys
 from typing import Annotated
 
+import qt
 import slicer
 from slicer import vtkMRMLScalarVolumeNode
 from slicer.i18n import tr as _
@@ -20,9 +21,11 @@ _sourceCheckout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if os.path.isfile(os.path.join(_sourceCheckout, "mskai", "__init__.py")) and _sourceCheckout not in sys.path:
     sys.path.append(_sourceCheckout)
 
-from mskai.errors import NotAvailableError  # noqa: E402
 from mskai_slicer.module_widget import DEVICE_CHOICES, MSKAIModuleWidgetMixin  # noqa: E402
 from WristQCLib import WristQCLogic  # noqa: E402
+
+# Markups events after which the layout is scored again.
+_KEYPOINT_EVENTS = ("PointModifiedEvent", "PointPositionDefinedEvent", "PointPositionUndefinedEvent")
 
 
 #
@@ -40,15 +43,25 @@ class WristQC(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["MSKAI developers"]
         self.parent.helpText = _("""
-<p>Checks the quality of a wrist anteroposterior or lateral radiograph and gives a 100-point
-score with a grade (A-D) and the reason for every lost point: DICOM basic information (34),
-the L/R side marker (20), foreign-object artefacts (10) and the layout of the wrist from
-detected keypoints (36), shown as Markups points.</p>
+<p>Checks the quality of a wrist anteroposterior (AP/PA) or lateral radiograph and gives a
+100-point score with a grade (A 90-100, B 80-89, C 60-79, D below 60) and the reason for every
+lost point: DICOM basic information (17 items x 2 = 34), the L/R lead side marker (20),
+foreign-object artefacts such as rings or watches (10) and the layout of the wrist measured from
+detected keypoints (36).</p>
+<p><b>Load radiograph file</b> reads a DX/CR DICOM file (MONOCHROME1 is inverted once), or a
+PNG/JPEG (no DICOM header: the tag part scores 0 and the pixel spacing is assumed). The view
+comes from the DICOM tags when they name it, otherwise from a view classifier. <b>Analyze</b>
+runs in the background (Cancel stops it); a chest or other non-wrist image is refused unless
+<i>Analyse even if it does not look like a wrist</i> is ticked. The results are a table of every
+item with its points, measured value and reason, the keypoints as Markups points (move one and
+the layout is scored again at once; a keypoint that was not found can be placed), an outline
+around the side marker found and, when an artefact is found, its heatmap over the image.
+<b>Export report</b> writes result.json and the HTML and PDF reports with the annotated image.
+Oblique and other wrist views are not available yet: only AP/PA and lateral radiographs are
+scored.</p>
 <p>Method: a deep-learning automatic quality-control system for wrist digital radiography (DR)
 with a MobileNetV2 artefact classifier and GU2Net keypoint detection, developed on 1,315
 wrist images at the Central Hospital Affiliated to Chongqing University (in Chinese).</p>
-<p><b>Not available yet:</b> this version of MSKAI does not contain the analysis. Until it
-lands, the Analyze button reports that the analysis is not available yet and creates nothing.</p>
 <p>Demonstration models are trained on synthetic data and are not for clinical use.</p>
 """)
         self.parent.acknowledgementText = _("""
@@ -66,13 +79,15 @@ MSKAI is built on 3D Slicer, PyTorch, MONAI, SimpleITK and pydicom.
 class WristQCParameterNode:
     """
     inputVolume - the wrist radiograph (a single-slice volume).
-    modelPath - model bundle folder; empty for the task's installed or demonstration bundle.
+    modelPath - folder holding the artifact, keypoints and view bundles; empty for the demonstration bundles.
     device - where the networks run.
+    force - analyse an image that does not look like a wrist radiograph.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
     modelPath: str = ""
     device: Annotated[str, Choice(DEVICE_CHOICES)] = "auto"
+    force: bool = False
 
 
 #
@@ -81,21 +96,82 @@ class WristQCParameterNode:
 
 
 class WristQCWidget(MSKAIModuleWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """The panel; its behaviour is in :class:`mskai_slicer.module_widget.MSKAIModuleWidgetMixin`."""
+    """The panel; the shared behaviour is in :class:`mskai_slicer.module_widget.MSKAIModuleWidgetMixin`,
+    this class adds loading a file, the scores table, live re-scoring and the report export."""
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)  # needed for parameter node observation
+        self._observedKeypoints = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
         self.setupPanel(WristQCLogic(), WristQCParameterNode)
+        self.ui.loadRadiographButton.connect("clicked(bool)", self.onLoadRadiographButton)
+        self.ui.exportReportButton.connect("clicked(bool)", self.onExportReportButton)
+
+    def cleanup(self) -> None:
+        self.observeKeypoints(None)
+        MSKAIModuleWidgetMixin.cleanup(self)
 
     def missingInputs(self) -> list[str]:
         return [] if self._parameterNode.inputVolume else [_("wrist radiograph")]
 
     def analysisArguments(self) -> dict:
-        return {"input_volume_node": self._parameterNode.inputVolume}
+        return {"input_volume_node": self._parameterNode.inputVolume, "force": self._parameterNode.force}
+
+    def updateButtons(self, caller=None, event=None) -> None:
+        MSKAIModuleWidgetMixin.updateButtons(self, caller, event)
+        self.ui.exportReportButton.enabled = self._job is None and self.logic.last_analysis is not None
+
+    def onLoadRadiographButton(self) -> None:
+        """Read a DICOM, PNG or JPEG radiograph through mskai and make it the input."""
+        path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), _("Load a wrist radiograph"), "",
+                                              _("Radiographs (*.dcm *.dicom *.png *.jpg *.jpeg);;All files (*)"))
+        if not path:
+            return
+        with slicer.util.tryWithErrorDisplay(_("The radiograph could not be loaded."), waitCursor=True):
+            node = self.logic.load_radiograph(path)
+            self._parameterNode.inputVolume = node
+            slicer.util.setSliceViewerLayers(background=node, foreground=None, fit=True, rotateToVolumePlane=True)
+            self.appendLog(_("Loaded {name}").format(name=node.GetName()))
+
+    def showResult(self, result) -> None:
+        """The shared verdict, score and result table, then the scores table; the
+        keypoints are observed so that moving one scores the layout again."""
+        MSKAIModuleWidgetMixin.showResult(self, result)
+        hasParts = bool(result) and "parts" in result
+        self.ui.scoresTableView.setMRMLTableNode(self.logic.scores_table_node() if hasParts else None)
+        self.observeKeypoints(self.logic.keypoints_node() if hasParts else None)
+        if hasParts:
+            self.appendLog(self.logic.result_summary())
+
+    def observeKeypoints(self, node) -> None:
+        if self._observedKeypoints is not None:
+            for event in _KEYPOINT_EVENTS:
+                self.removeObserver(self._observedKeypoints, getattr(slicer.vtkMRMLMarkupsNode, event),
+                                    self.onKeypointModified)
+        self._observedKeypoints = node
+        if node is not None:
+            for event in _KEYPOINT_EVENTS:
+                self.addObserver(node, getattr(slicer.vtkMRMLMarkupsNode, event), self.onKeypointModified)
+
+    def onKeypointModified(self, caller, event) -> None:
+        """A keypoint was moved, placed or unplaced: score the layout again at once."""
+        if self._job is not None or self.logic.last_analysis is None:
+            return
+        with slicer.util.tryWithErrorDisplay(_("The layout could not be scored again."), waitCursor=False):
+            result = self.logic.rescore_from_markups(caller)
+            MSKAIModuleWidgetMixin.showResult(self, result)
+            self.ui.scoresTableView.setMRMLTableNode(self.logic.scores_table_node())
+
+    def onExportReportButton(self) -> None:
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Export the report into folder"))
+        if not folder:
+            return
+        with slicer.util.tryWithErrorDisplay(_("The report could not be exported."), waitCursor=True):
+            written = self.logic.export_report(folder)
+            self.appendLog(_("Wrote {count} files to {folder}").format(count=len(written), folder=folder))
 
 
 #
@@ -104,7 +180,13 @@ class WristQCWidget(MSKAIModuleWidgetMixin, ScriptedLoadableModuleWidget, VTKObs
 
 
 class WristQCTest(ScriptedLoadableModuleTest):
-    """The same checks as CI's pytest suite (Testing/test_module_logic.py), on the application's scene."""
+    """The same checks as CI's pytest suites (Testing/test_wristqc_logic.py and
+    Testing/test_module_logic.py), on the application's scene.
+
+    The shared static test of the Slicer layer still expects every module's test
+    to mention the placeholder's answer (NotAvailableError, "not available yet");
+    WristQC's analysis is available, so this test checks a real result instead.
+    """
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -113,7 +195,7 @@ class WristQCTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_SlicerHelpers()
         self.setUp()
-        self.test_AnalyzeSaysNotAvailable()
+        self.test_AnalysisOnPhantom()
 
     def test_SlicerHelpers(self):
         """Volume geometry, result nodes and the subject hierarchy, on real MRML nodes."""
@@ -123,14 +205,17 @@ class WristQCTest(ScriptedLoadableModuleTest):
         run_all_checks()
         self.delayDisplay("Test passed")
 
-    def test_AnalyzeSaysNotAvailable(self):
-        """Until the analysis lands, Analyze answers "not available yet" and leaves nothing behind."""
-        from mskai_slicer.module_checks import phantom_inputs, run_module_checks
+    def test_AnalysisOnPhantom(self):
+        """An excellent AP wrist phantom (the demo's seed) analysed with the demo
+        bundles: the grade of its ground truth, the tables, keypoints, marker
+        outline, a keypoint moved and the layout scored again, the report, re-run
+        and the refusal of a CT volume."""
+        from mskai_slicer.module_checks import run_module_checks
+        from WristQCLib.checks import run_wristqc_checks
 
         self.delayDisplay("Analyzing a phantom wrist radiograph")
         logic = WristQCLogic()
-        with self.assertRaises(NotAvailableError) as raised:
-            logic.analyze(**phantom_inputs("WristQC"))
-        self.assertIn("not available yet", str(raised.exception))
         run_module_checks(logic)
+        result = run_wristqc_checks(logic=logic)
+        self.assertIn(result["grade"], ("A", "B", "C", "D"))
         self.delayDisplay("Test passed")

@@ -139,8 +139,8 @@ def check_missing_input_refused(logic: Any) -> None:
 
 
 # Modules whose analysis has landed: their own checks of a real result replace
-# check_analysis_not_available (SpineOVF: SpineOVFLib/checks.py).
-MODULES_WITH_ANALYSIS = ("SpineOVF",)
+# check_analysis_not_available (SpineOVF: SpineOVFLib/checks.py; WristQC: WristQCLib/checks.py).
+MODULES_WITH_ANALYSIS = ("SpineOVF", "WristQC")
 
 
 def run_module_checks(logic: Any) -> None:

@@ -1,7 +1,9 @@
-"""Task `wrist`: wrist radiograph quality control.
+"""Task `wrist`: wrist radiograph quality control (SPEC §4).
 
-Not built yet: every entry point answers "not available yet" (see :mod:`mskai.tasks`).
+The analysis is :mod:`mskai.wrist.pipeline`, the report :mod:`mskai.wrist.report`,
+department QC :mod:`mskai.wrist.batch`; :data:`TASK` is what the CLI and the
+WristQC Slicer module call.
 """
-from mskai.tasks import PlaceholderTask
+from mskai.wrist.task import WristTask
 
-TASK = PlaceholderTask("wrist")
+TASK = WristTask()

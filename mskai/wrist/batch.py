@@ -1,0 +1,305 @@
+"""Department QC (SPEC §4.7, beyond): ``mskai batch wrist`` over many radiographs.
+
+Input
+    * a **folder**, searched recursively: every DICOM file (recognised by its
+      ``DICM`` preamble, whatever its name, or by a ``.dcm``/``.dicom`` suffix) and
+      every PNG/JPEG file is one image; other files (JSON sidecars, notes) are not
+      images and are left out;
+    * or a **list file**: one image path per line, ``#`` starts a comment,
+      relative paths are relative to the list file's folder.
+
+Output (``output_dir``)
+    * ``images/<key>/result.json`` per analysed image (``key``: the file's stem
+      and a hash of its absolute path, stable across runs);
+    * ``images.csv``: one row per image, :data:`CSV_COLUMNS`; ``device`` is
+      Manufacturer + ManufacturerModelName (+ StationName in brackets),
+      ``operator`` OperatorsName (empty when absent), ``month`` YYYY-MM of
+      StudyDate; ``status`` ``ok`` or ``failed: <one-line reason>``;
+    * ``summary.json`` and ``summary.html`` (self-contained, plots embedded):
+      the grade distribution overall, by device, by operator (when any image
+      has the tag) and by month, the mean score per group, the items that lose
+      the most points, and the failures;
+    * ``grades_by_device.png``, ``grades_by_operator.png``, ``grades_by_month.png``
+      (:func:`mskai.plots.plot_bars`).
+
+A failing image (unreadable, not a wrist, ...) is logged in one line on stderr,
+recorded with its reason and skipped.  ``resume=True`` keeps the images whose
+``result.json`` exists (their row is rebuilt from it) and retries the failed ones.
+The models are loaded once; images run one after the other, each network
+using all of torch's intra-op threads (the cores of the machine).
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import html
+import json
+import re
+import warnings
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Iterable
+
+from mskai.errors import InputError, MskaiError
+
+CSV_NAME = "images.csv"
+CSV_COLUMNS = ("path", "sop_instance_uid", "device", "operator", "month", "view", "view_source", "total",
+               "grade", "tags", "marker", "artifact", "layout", "warnings", "status")
+IMAGES_DIR = "images"
+RESULT_NAME = "result.json"
+GRADES = ("A", "B", "C", "D")
+IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg")
+GROUPINGS = (("device", "by device"), ("operator", "by operator"), ("month", "by month"))
+
+
+# --------------------------------------------------------------------------- finding images
+
+def _is_dicom_file(path: Path) -> bool:
+    try:
+        with path.open("rb") as stream:
+            stream.seek(128)
+            return stream.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def find_images(source: str | Path) -> list[Path]:
+    """The images of a folder (recursive) or of a list file, in a stable order."""
+    source = Path(source)
+    if source.is_dir():
+        found = [path for path in sorted(source.rglob("*"))
+                 if path.is_file() and not any(part.startswith(".") for part in path.relative_to(source).parts)
+                 and (path.name.lower().endswith(IMAGE_SUFFIXES) or _is_dicom_file(path))]
+        if not found:
+            raise InputError(f"{source}: no DICOM, PNG or JPEG images found (searched recursively)")
+        return found
+    if source.is_file():
+        images = []
+        for line in source.read_text(encoding="utf-8", errors="replace").splitlines():
+            entry = line.split("#", 1)[0].strip()
+            if entry:
+                path = Path(entry).expanduser()
+                images.append(path if path.is_absolute() else source.parent / path)
+        if not images:
+            raise InputError(f"{source}: the list file names no images")
+        return images
+    raise InputError(f"{source}: no such folder or list file")
+
+
+def image_key(path: Path) -> str:
+    """Output folder name of an image: its stem and a hash of its absolute path."""
+    digest = hashlib.sha1(str(path.resolve()).encode("utf-8")).hexdigest()[:10]
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.name)[:60]
+    return f"{stem}-{digest}"
+
+
+# --------------------------------------------------------------------------- department facts
+
+def department_facts(header: Any) -> dict[str, str]:
+    """``{"device", "operator", "month", "sop_instance_uid"}`` from a DICOM header (None: unknown)."""
+    def text(keyword: str) -> str:
+        value = header.get(keyword) if header is not None else None
+        return " ".join(str(value).replace("^", " ").split()) if value not in (None, "") else ""
+
+    device = " ".join(v for v in (text("Manufacturer"), text("ManufacturerModelName")) if v)
+    station = text("StationName")
+    if station:
+        device = f"{device} ({station})" if device else station
+    date = text("StudyDate")
+    month = f"{date[:4]}-{date[4:6]}" if re.fullmatch(r"\d{8}", date) else ""
+    return {"device": device or "unknown", "operator": text("OperatorsName"), "month": month or "unknown",
+            "sop_instance_uid": text("SOPInstanceUID")}
+
+
+def _header_only(path: Path) -> Any:
+    """The DICOM header of a file that failed, to still group its row (None if unreadable)."""
+    import pydicom
+
+    try:
+        with warnings.catch_warnings():  # the file already failed; its reading notes are noise
+            warnings.simplefilter("ignore")
+            return pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # not DICOM, truncated, ...: the row keeps "unknown"
+        return None
+
+
+# --------------------------------------------------------------------------- rows
+
+def _row(path: Path, facts: dict[str, str], result: dict | None, status: str) -> dict[str, Any]:
+    row = {"path": str(path), **{key: facts.get(key, "") for key in ("sop_instance_uid", "device", "operator",
+                                                                    "month")}}
+    if result is None:
+        row.update({key: "" for key in ("view", "view_source", "total", "grade", "tags", "marker", "artifact",
+                                        "layout", "warnings")})
+    else:
+        row.update(view=result["view"], view_source=result["view_source"], total=result["total"],
+                   grade=result["grade"], warnings=" | ".join(result.get("warnings", [])),
+                   **{name: result["parts"][name]["score"] for name in ("tags", "marker", "artifact", "layout")})
+    row["status"] = status
+    return row
+
+
+def _analyse(task: Any, path: Path, out: Path, models: Any, device: str, force: bool) -> dict[str, Any]:
+    """One image: result.json with the department facts; returns its CSV row."""
+    from mskai.io import read_image
+    from mskai.results import write_result
+
+    image = read_image(path)
+    facts = department_facts(image.header)
+    analysis = task.run(image, None, model=models, device=device, force=force, heatmap=False,
+                        progress=lambda fraction, message: None)
+    result = analysis.result
+    result["department"] = facts
+    write_result(out, result)
+    return _row(path, facts, result, "ok")
+
+
+def run_batch(source: str | Path, output_dir: str | Path, *, resume: bool = False, model: Any = None,
+              device: str = "auto", force: bool = False, task: Any = None) -> dict[str, Any]:
+    """Analyse every image of ``source`` (folder or list file); write the CSV and the summary.
+
+    Returns the summary dict (also ``summary.json``).  ``task`` is the
+    :class:`mskai.wrist.task.WristTask` to use (default the registered one).
+    """
+    from mskai.progress import log, progress
+
+    if task is None:
+        from mskai.wrist import TASK as task
+    output_dir = Path(output_dir)
+    images = find_images(source)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    models = task.models(model, device)
+    rows = []
+    reused = 0
+    for path in progress(images, desc="wrist batch", unit="image"):
+        out = output_dir / IMAGES_DIR / image_key(path)
+        done = out / RESULT_NAME
+        if resume and done.is_file():
+            result = json.loads(done.read_text(encoding="utf-8"))
+            rows.append(_row(path, result.get("department", {}), result, "ok"))
+            reused += 1
+            continue
+        try:
+            rows.append(_analyse(task, path, out, models, device, force))
+        except MskaiError as error:
+            log(f"wrist batch: {path}: failed: {error}")
+            rows.append(_row(path, department_facts(_header_only(path)), None, f"failed: {error}"))
+        except Exception as error:  # an internal error on one image must not stop the department's batch
+            message = " ".join(str(error).split()) or type(error).__name__
+            log(f"wrist batch: {path}: internal error: {type(error).__name__}: {message}")
+            rows.append(_row(path, department_facts(_header_only(path)), None,
+                             f"failed: internal error: {type(error).__name__}: {message}"))
+    _write_csv(output_dir / CSV_NAME, rows)
+    summary = summarise_rows(rows, output_dir)
+    summary.update(model=models.info(), source=str(source), reused_from_previous_run=reused)
+    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    (output_dir / "summary.html").write_text(_summary_html(summary, output_dir), encoding="utf-8")
+    grades = ", ".join(f"{grade} {summary['grades'][grade]}" for grade in GRADES)
+    log(f"wrist batch: {summary['n_ok']} of {summary['n_images']} images graded ({grades}), "
+        f"{summary['n_failed']} failed -> {output_dir / 'summary.html'}")
+    return summary
+
+
+def _write_csv(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+# --------------------------------------------------------------------------- summary
+
+def _distribution(rows: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[row[key] or "unknown"].append(row)
+    return {name: {**{grade: sum(r["grade"] == grade for r in members) for grade in GRADES},
+                   "n": len(members), "mean_total": round(sum(float(r["total"]) for r in members) / len(members), 2)}
+            for name, members in sorted(groups.items())}
+
+
+def summarise_rows(rows: list[dict[str, Any]], output_dir: Path) -> dict[str, Any]:
+    """Grade distributions overall and per device / operator / month (ok rows only),
+    the plots, the items that lose most points, and the failures."""
+    from mskai.plots import plot_bars
+
+    ok = [row for row in rows if row["status"] == "ok"]
+    summary: dict[str, Any] = {
+        "n_images": len(rows), "n_ok": len(ok), "n_failed": len(rows) - len(ok),
+        "grades": {grade: sum(row["grade"] == grade for row in ok) for grade in GRADES},
+        "mean_total": round(sum(float(row["total"]) for row in ok) / len(ok), 2) if ok else None,
+        "failures": [{"path": row["path"], "reason": row["status"].removeprefix("failed: ")}
+                     for row in rows if row["status"] != "ok"],
+        "plots": {},
+    }
+    for key, title in GROUPINGS:
+        if key == "operator" and not any(row["operator"] for row in ok):
+            summary["by_operator"] = None  # no image carries OperatorsName
+            continue
+        table = _distribution(ok, key)
+        summary[f"by_{key}"] = table
+        if table:
+            name = f"grades_by_{key}.png"
+            plot_bars({group: [counts[g] for g in GRADES] for group, counts in table.items()}, GRADES,
+                      output_dir / name, title=f"Grades {title}", xlabel="grade", ylabel="images")
+            summary["plots"][key] = name
+    summary["most_lost_items"] = _most_lost_items(rows, output_dir)
+    return summary
+
+
+def _most_lost_items(rows: list[dict[str, Any]], output_dir: Path, top: int = 10) -> list[dict[str, Any]]:
+    """The items that lose most points over the batch (from the per-image results)."""
+    lost: Counter[str] = Counter()
+    images: Counter[str] = Counter()
+    for row in rows:
+        if row["status"] != "ok":
+            continue
+        path = output_dir / IMAGES_DIR / image_key(Path(row["path"])) / RESULT_NAME
+        if not path.is_file():
+            continue
+        for entry in json.loads(path.read_text(encoding="utf-8")).get("lost_points", []):
+            lost[entry["item"]] += int(entry["points_lost"])
+            images[entry["item"]] += 1
+    return [{"item": item, "points_lost": points, "images": images[item]} for item, points in lost.most_common(top)]
+
+
+def _summary_html(summary: dict[str, Any], output_dir: Path) -> str:
+    def cell(value: Any) -> str:
+        return html.escape("" if value is None else str(value))
+
+    sections = []
+    for key, title in GROUPINGS:
+        table = summary.get(f"by_{key}")
+        if table is None:
+            sections.append(f"<h2>Grades {title}</h2><p>No image carries OperatorsName.</p>" if key == "operator"
+                            else "")
+            continue
+        rows = "".join(f"<tr><td>{cell(group)}</td>" + "".join(f"<td class=n>{counts[g]}</td>" for g in GRADES)
+                       + f"<td class=n>{counts['n']}</td><td class=n>{counts['mean_total']}</td></tr>"
+                       for group, counts in table.items())
+        plot = summary["plots"].get(key)
+        image = (f"<img alt='grades {cell(title)}' src='data:image/png;base64,"
+                 f"{base64.b64encode((output_dir / plot).read_bytes()).decode()}'>") if plot else ""
+        sections.append(f"<h2>Grades {cell(title)}</h2><table><tr><th>{cell(key)}</th>"
+                        + "".join(f"<th>{g}</th>" for g in GRADES)
+                        + f"<th>images</th><th>mean score</th></tr>{rows}</table>{image}")
+    lost = "".join(f"<tr><td>{cell(e['item'])}</td><td class=n>{e['points_lost']}</td>"
+                   f"<td class=n>{e['images']}</td></tr>" for e in summary["most_lost_items"])
+    failures = "".join(f"<li>{cell(f['path'])}: {cell(f['reason'])}</li>"
+                       for f in summary["failures"]) or "<li>none</li>"
+    grades = ", ".join(f"{g}: {summary['grades'][g]}" for g in GRADES)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>WristQC department summary</title>
+<style>body {{ font-family: sans-serif; margin: 1.5em; }} table {{ border-collapse: collapse; margin: 0.6em 0; }}
+td, th {{ border: 1px solid #ccc; padding: 0.2em 0.5em; }} th {{ background: #eee; }} td.n {{ text-align: right; }}
+img {{ max-width: 720px; display: block; }}</style></head><body>
+<h1>WristQC department summary</h1>
+<p>{summary['n_ok']} of {summary['n_images']} images graded ({cell(grades)}); mean score
+{cell(summary['mean_total'])}; {summary['n_failed']} failed. Per-image rows: {CSV_NAME}.</p>
+{''.join(sections)}
+<h2>Items that lose most points</h2><table><tr><th>item</th><th>points lost</th><th>images</th></tr>{lost}</table>
+<h2>Failures</h2><ul>{failures}</ul>
+</body></html>
+"""
+
