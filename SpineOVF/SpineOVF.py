@@ -159,12 +159,7 @@ class SpineOVFWidget(MSKAIModuleWidgetMixin, ScriptedLoadableModuleWidget, VTKOb
 
 class SpineOVFTest(ScriptedLoadableModuleTest):
     """The same checks as CI's pytest suites (Testing/test_spineovf_logic.py and
-    Testing/test_module_logic.py), on the application's scene.
-
-    The shared static test of the Slicer layer still expects every module's test
-    to mention the placeholder's answer (NotAvailableError, "not available yet");
-    SpineOVF's analysis is available, so this test checks a real result instead.
-    """
+    Testing/test_module_logic.py), on the application's scene."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()

@@ -17,6 +17,14 @@ import pytest
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 MODULES = ("SacroiliitisCT", "SpineOVF", "CervicalMR", "WristQC")
+
+
+def analysis_not_built(module: str) -> bool:
+    """True while the module's task is still a placeholder ("not available yet")."""
+    from mskai.tasks import TASK_NAMES, PlaceholderTask, get_task
+
+    task = next(name for name, (_, _, slicer_module) in TASK_NAMES.items() if slicer_module == module)
+    return isinstance(get_task(task), PlaceholderTask)
 WIDGET_MIXIN = REPOSITORY / "mskai_slicer" / "module_widget.py"
 QT_ONLY_PACKAGES = {"qt", "ctk", "PythonQt"}
 # Modules of Slicer's Python that exist only in the desktop application (they need Qt).
@@ -457,7 +465,8 @@ def test_module_script_defines_module_widget_and_test(module):
     help_text = " ".join(help_text.split())
     for words in PAPER_CITATIONS[module]:
         assert words in help_text, f"the help text of {module} does not cite '{words}'"
-    assert "not available yet" in help_text
+    if analysis_not_built(module):  # the help must not promise an analysis that is not there
+        assert "not available yet" in help_text
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -470,7 +479,10 @@ def test_module_self_test_runs_the_shared_checks(module):
     test_methods = {name for name in methods if name.startswith("test_")}
     assert test_methods and test_methods <= called, "runTest must run every test_ method"
     body = ast.unparse(test_class)
-    for call in ("run_all_checks()", "run_module_checks(logic)", "NotAvailableError", "not available yet"):
+    expected = ["run_all_checks()", "run_module_checks(logic)"]
+    if analysis_not_built(module):
+        expected += ["NotAvailableError", "not available yet"]
+    for call in expected:
         assert call in body, f"{module}Test does not use {call}"
 
 
