@@ -242,3 +242,27 @@ def test_demo_gets_the_fracture_and_the_normal_phantom_right(tmp_path, monkeypat
     for case in summary["cases"]:
         result = json.loads((tmp_path / "demo" / "ovf" / case["case"] / "result.json").read_text())
         assert result["verdict"] == case["verdict"]
+
+
+def test_a_negative_scan_names_no_suspected_level_but_keeps_its_evidence(tmp_path, monkeypatch):
+    """With the demo model on the demo's normal phantom: no fracture, so no suspect level,
+    while the evidence entries (with their levels) stay for the reader."""
+    import json
+
+    import pytest
+
+    from mskai.paths import resources_dir
+
+    if not (resources_dir() / "Models" / "ovf-demo" / "metadata.json").exists():
+        pytest.skip("the ovf-demo bundle is not in Resources/Models")
+    from mskai.ovf.phantoms import make_spine_case, write_spine_case
+    from mskai.cli import main
+
+    paths = write_spine_case(make_spine_case(310002, fracture=False, orientation="axial"), tmp_path / "case",
+                             fmt="nifti")
+    assert main(["analyze", "ovf", str(paths["image"]), "--output", str(tmp_path / "out"),
+                 "--vertebrae", str(paths["vertebrae"]), "--evidence", "top1"]) == 0
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["verdict"] == "no fracture"
+    assert result["suspected_level"] is None
+    assert result["evidence"] and result["evidence"][0]["level"]

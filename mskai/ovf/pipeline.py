@@ -332,7 +332,10 @@ def explain_slices(analysis: OVFAnalysis, positions: Sequence[int], *, vertebrae
                                        float(maps.slice_maps[row].max()), "slice peak", vertebrae, names))
     result = analysis.result
     result["evidence"] = entries
-    result["suspected_level"] = entries[0]["level"] if entries else None
+    # A level is "suspected" only when the scan is called a fracture; for a negative scan the
+    # strongest evidence (with its level) stays in ``evidence`` but names no suspect.
+    suspected = entries and result.get("verdict") == "fracture"
+    result["suspected_level"] = entries[0]["level"] if suspected else None
     result["evidence_settings"] = {
         "method": "occlusion sensitivity of the slice logit (MONAI OcclusionSensitivity)",
         "slices": [int(selection.indices[m]) for m in maps.positions],
