@@ -365,3 +365,35 @@ def test_tiny_training_writes_bundles_that_load_and_evaluate(tmp_path):
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved["view"]["accuracy"]["method"] == "Clopper-Pearson"
     assert math.isfinite(saved["grade"]["all"]["agreement"]["value"])
+
+
+def test_forward_grad_cam_equals_autograd_grad_cam():
+    """The forward-pass CAM equals Grad-CAM computed with autograd (the textbook way,
+    written here independently) on a random MobileNetV2."""
+    import torch
+    import torch.nn.functional as F
+
+    from mskai.wrist.nets import MobileNetV2, grad_cam
+
+    torch.manual_seed(3)
+    model = MobileNetV2(num_classes=1, width_mult=0.35).eval()
+    x = torch.randn(1, 1, 96, 64)
+    probability, cam = grad_cam(model, x)
+
+    captured = {}
+
+    def keep(module, inputs, output):
+        output.retain_grad()
+        captured["a"] = output
+
+    handle = model.features[-1].register_forward_hook(keep)
+    logit = model(x)[0, 0]
+    logit.backward()
+    handle.remove()
+    activation = captured["a"]
+    reference = F.relu((activation.grad.mean(dim=(2, 3), keepdim=True) * activation).sum(1, keepdim=True))
+    reference = F.interpolate(reference, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    reference = reference.detach().numpy()
+    assert probability == pytest.approx(float(torch.sigmoid(logit)), abs=1e-6)
+    assert reference.max() > 0
+    np.testing.assert_allclose(cam, reference / reference.max(), atol=1e-5)

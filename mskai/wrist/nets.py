@@ -463,37 +463,33 @@ def gaussian_heatmaps(points: Any, size: tuple[int, int], sigma: float) -> np.nd
 
 
 def grad_cam(model: MobileNetV2, x: torch.Tensor) -> tuple[float, np.ndarray]:
-    """Grad-CAM of a one-logit :class:`MobileNetV2` for one input.
+    """Grad-CAM of a one-logit :class:`MobileNetV2` for one input, without a backward pass.
+
+    The head is global average pooling + (dropout) + linear, so in eval mode the
+    gradient of the logit with respect to the last feature map A_c(i, j) is
+    w_c / (H * W) everywhere: Grad-CAM's channel weights are w_c / (H * W) and the map is
+    ReLU(sum_c w_c A_c) up to that constant, which the normalisation removes.  Computing
+    it in the forward pass gives the same map at the cost of one inference (the autograd
+    version took seconds and gigabytes at 960 x 1920; Testing/test_wrist_models.py checks
+    that both agree).
 
     Args:
-        x: (1, C, H, W) on the model's device; the model is used as it is (call
-            ``model.eval()`` first).
+        x: (1, C, H, W) on the model's device; the model must be in eval mode.
 
     Returns:
         ``(probability, cam)``: sigmoid of the logit and the map (H, W), float32
         in 0..1 (normalised to its maximum; all zeros when nothing is positive).
     """
-    captured: dict[str, torch.Tensor] = {}
-
-    def keep(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-        output.retain_grad()
-        captured["activation"] = output
-
-    handle = model.features[-1].register_forward_hook(keep)
-    try:
-        with torch.enable_grad():
-            logit = model(x.detach().requires_grad_(False))[0, 0]
-            logit.backward()
-    finally:
-        handle.remove()
-    activation = captured["activation"]
-    weights = activation.grad.mean(dim=(2, 3), keepdim=True)
-    cam = F.relu((weights * activation).sum(dim=1, keepdim=True))
-    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
-    cam = cam.detach().float().cpu().numpy()
+    linear = model.classifier[-1]
+    with torch.no_grad():
+        activation = model.features(x)
+        logit = model.classifier(activation.mean(dim=(2, 3)))[0, 0]
+        weights = linear.weight[0].view(1, -1, 1, 1)
+        cam = F.relu((weights * activation).sum(dim=1, keepdim=True))
+        cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    cam = cam.float().cpu().numpy()
     top = float(cam.max())
-    model.zero_grad(set_to_none=True)
-    return float(torch.sigmoid(logit.detach())), (cam / top if top > 0 else np.zeros_like(cam))
+    return float(torch.sigmoid(logit)), (cam / top if top > 0 else np.zeros_like(cam))
 
 
 # --------------------------------------------------------------------------- bundles -> models
