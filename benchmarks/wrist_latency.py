@@ -24,13 +24,11 @@ Data (written once into ``DIR``, default the mskai cache ``benchmarks/wrist``):
 Single image (one fresh child process, PyTorch's default thread count): the
 models are loaded once (``load_s``, apart); then each image's path is timed
 ``read`` -> the pipeline's stages (``checks``, ``view``, ``keypoints``, ``tags``,
-``marker``, ``artifact``, ``artifact_heatmap`` (Grad-CAM), ``layout``) ->
+``marker``, ``artifact`` (probability and Grad-CAM map in one forward pass), ``layout``) ->
 ``write`` (``result.json``).  The first image is the cold run; ``image_s`` is
 the best of ``--repeats`` warm runs over the images (the median is printed
 too), with the process's CPU time beside the wall time (the load of other
-processes shows as wall time well above the CPU time per thread).  ``image_s``
-is this worst case; the time without the ``artifact_heatmap`` stage (what an
-image without artifact costs) is printed beside it.  The HTML + PDF report,
+processes shows as wall time well above the CPU time per thread).  The HTML + PDF report,
 which is not needed for ``result.json``, is timed apart (``report_s``).
 ``peak_rss_gb`` is the largest peak resident memory (``VmHWM``) of the child
 processes.
@@ -194,9 +192,6 @@ def main() -> None:
         if stage != "total":
             print(f"  {stage:>10s} {seconds:7.3f} s")
     print(f"  report (HTML + PDF, apart) {single['report_s']:.2f} s")
-    no_heatmap = best["seconds"] - best["stages"].get("artifact_heatmap", 0.0)
-    print(f"  without the heatmap stage (an image without artifact, where the pipeline skips it): "
-          f"{no_heatmap:.2f} s")
 
     one = _result(_child(_BATCH, workdir, 0, 0, 1, bundles))
     one_rate = 60 * one["images"] / one["seconds"]

@@ -391,12 +391,12 @@ def analyze_radiograph(image: Image, *, models: Any = None, device: str = "auto"
         marker = detect_marker(plane, spacing_mm=None if spacing_source == "assumed" else spacing)
     report(0.6, "looking for foreign-object artifacts")
     with timer("artifact"):
-        probability, _ = models.predict_artifact(plane, spacing, heatmap=False)
+        # The map comes from the same forward pass as the probability (nets.grad_cam);
+        # it is kept only when there is an artifact to show.
+        probability, artifact_map = models.predict_artifact(plane, spacing, heatmap=heatmap)
         artifact = _artifact_part(float(probability), _artifact_threshold(models))
-    artifact_map = None
-    if heatmap and artifact["found"]:  # where the artifact is: only when there is one
-        with timer("artifact_heatmap"):
-            _, artifact_map = models.predict_artifact(plane, spacing, heatmap=True)
+    if not artifact["found"]:
+        artifact_map = None
     report(0.85, "scoring the layout")
     with timer("layout"):
         layout = _layout_part(view, keypoints, (cols, rows), spacing)
