@@ -36,10 +36,12 @@ system every rank can read.
 """
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import importlib.util
 import itertools
+import json
 import math
 import os
 import random
@@ -804,3 +806,26 @@ def _build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> A
         return schedulers.CosineAnnealingLR(optimizer, T_max=config.epochs,
                                             eta_min=config.cosine_min_lr)
     return None
+
+
+def read_recipe(recipe: Any, recipes: Mapping[str, Callable[[], Any]],
+                from_overrides: Callable[[dict[str, Any], str], Any]) -> Any:
+    """The recipe-loading rule every task shares: a built-in recipe by name
+    (``recipes[name]()``), a mapping of overrides, or a JSON file of overrides;
+    ``from_overrides(values, where)`` builds the task's recipe.  Problems are one-line
+    :class:`InputError` s."""
+    if isinstance(recipe, Mapping):
+        return from_overrides(copy.deepcopy(dict(recipe)), "the recipe")
+    text = str(recipe)
+    if text in recipes:
+        return recipes[text]()
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise InputError(f"unknown recipe {text!r}: use {', '.join(recipes)} or a JSON file")
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"recipe file {path} is not valid JSON ({str(error).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise InputError(f"recipe file {path} must hold a JSON object of recipe fields")
+    return from_overrides(values, f"recipe file {path}")

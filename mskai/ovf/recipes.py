@@ -46,7 +46,7 @@ from typing import Any, Mapping
 from mskai.errors import InputError
 from mskai.ovf.dataset import PreprocessingParams
 from mskai.ovf.model import PAPER_ARCHITECTURE
-from mskai.train import TrainConfig
+from mskai.train import TrainConfig, read_recipe
 
 STAGES = ("extractor", "aggregator", "final")
 
@@ -185,21 +185,7 @@ def load_recipe(recipe: str | Path | Mapping[str, Any] | OVFRecipe) -> OVFRecipe
     (``{"base": "demo", "extractor": {"epochs": 1}}``) or as given."""
     if isinstance(recipe, OVFRecipe):
         return recipe
-    if isinstance(recipe, Mapping):
-        return _from_overrides(dict(recipe), "the recipe")
-    text = str(recipe)
-    if text in RECIPES:
-        return RECIPES[text]()
-    path = Path(text).expanduser()
-    if not path.is_file():
-        raise InputError(f"unknown recipe {text!r}: use {', '.join(RECIPES)} or a JSON file")
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"recipe file {path} is not valid JSON ({str(error).splitlines()[0]})") from None
-    if not isinstance(values, dict):
-        raise InputError(f"recipe file {path} must hold a JSON object of recipe fields")
-    return _from_overrides(values, f"recipe file {path}")
+    return read_recipe(recipe, RECIPES, _from_overrides)
 
 
 def _from_overrides(values: dict[str, Any], where: str) -> OVFRecipe:

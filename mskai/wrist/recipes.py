@@ -44,7 +44,6 @@ blocks merge key by key.  Unknown fields are refused with one line.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -52,7 +51,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mskai.errors import InputError, MskaiError
-from mskai.train import TrainConfig
+from mskai.train import TrainConfig, read_recipe
 from mskai.wrist.dataset import Augmentation
 from mskai.wrist.nets import COMPONENTS, N_KEYPOINT_CHANNELS, Preprocessing
 
@@ -237,21 +236,7 @@ def load_recipe(recipe: str | Path | Mapping[str, Any] | WristRecipe) -> WristRe
     overrides (``{"base": "demo", "view": {"train": {"epochs": 1}}}``) or as given."""
     if isinstance(recipe, WristRecipe):
         return recipe
-    if isinstance(recipe, Mapping):
-        return _from_overrides(copy.deepcopy(dict(recipe)), "the recipe")
-    text = str(recipe)
-    if text in RECIPES:
-        return RECIPES[text]()
-    path = Path(text).expanduser()
-    if not path.is_file():
-        raise InputError(f"unknown recipe {text!r}: use {', '.join(RECIPES)} or a JSON file")
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"recipe file {path} is not valid JSON ({str(error).splitlines()[0]})") from None
-    if not isinstance(values, dict):
-        raise InputError(f"recipe file {path} must hold a JSON object of recipe fields")
-    return _from_overrides(values, f"recipe file {path}")
+    return read_recipe(recipe, RECIPES, _from_overrides)
 
 
 _MERGED_BLOCKS = ("architecture", "preprocessing", "augmentation", "train")
