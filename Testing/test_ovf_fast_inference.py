@@ -36,7 +36,7 @@ def test_ort_twin_gives_pytorchs_outputs_and_is_cached(tmp_path):
     assert fast_logits.shape == (5,) and fast_features.shape == (5, 32)
     torch.testing.assert_close(fast_logits, logits, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(fast_features, features, atol=1e-4, rtol=1e-4)
-    cached = list(tmp_path.glob("ovf-extractor-*-64.onnx"))
+    cached = list(tmp_path.glob("ovf-extractor-*-3x64x64.onnx"))
     assert len(cached) == 1
     stamp = cached[0].stat().st_mtime_ns
     fast_inference.ort_extractor(model.extractor, 64, cache_dir=tmp_path)  # same weights: reused

@@ -1,7 +1,7 @@
 """Benchmark: WristQC from a DICOM file to ``result.json`` at the paper's input sizes, on the CPU.
 
     python benchmarks/wrist_latency.py [--workdir DIR] [--repeats 3] [--images 8] [--workers 2]
-                                       [--bundles FOLDER]
+                                       [--bundles FOLDER] [--pytorch]
 
 Data (written once into ``DIR``, default the mskai cache ``benchmarks/wrist``):
 
@@ -20,6 +20,11 @@ Data (written once into ``DIR``, default the mskai cache ``benchmarks/wrist``):
   pixels at 0.15 mm) as DX DICOM files **without ViewPosition**, so that all
   three networks run for every image (the worst case; with the view in the tags
   the view classifier is skipped).
+
+Networks: on ONNX Runtime's CPU provider when it is installed (the default of
+:func:`mskai.wrist.nets.load_wrist_models`; the exports are made once and cached
+before timing), or PyTorch eager with ``--pytorch`` (for comparison); the line
+``networks run on:`` says which.
 
 Single image (one fresh child process, PyTorch's default thread count): the
 models are loaded once (``load_s``, apart); then each image's path is timed
@@ -101,11 +106,12 @@ from mskai.io import read_image
 from mskai.results import StageTimer, write_result
 from mskai.wrist.pipeline import analyze_radiograph
 from mskai.wrist.report import write_reports
-from mskai.wrist.task import load_models
-workdir, repeats, bundles = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+from mskai.wrist.nets import load_wrist_folder
+workdir, repeats, bundles, accelerate = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4] == "1"
 images = sorted((workdir / "images").glob("*.dcm"))
+load_wrist_folder(bundles, device="cpu", accelerate=accelerate)  # exports the ONNX twins once (cached)
 start = time.perf_counter()
-models = load_models(bundles, device="cpu")
+models = load_wrist_folder(bundles, device="cpu", accelerate=accelerate)
 load_s = time.perf_counter() - start
 runs = []
 for index in range(repeats + 1):
@@ -124,19 +130,21 @@ start = time.perf_counter()
 write_reports(analysis.result, analysis.plane, workdir / "out" / path.stem, analysis.heatmap)
 report_s = time.perf_counter() - start
 print(json.dumps({"load_s": load_s, "cold": runs[0], "warm": runs[1:], "report_s": report_s,
-                  "threads": torch.get_num_threads(), "peak_rss": peak_rss_bytes()}))
+                  "threads": torch.get_num_threads(), "peak_rss": peak_rss_bytes(),
+                  "inference": models.inference}))
 """
 
 _BATCH = _COMMON + r"""
 import torch
+from mskai.wrist.nets import load_wrist_folder
 from mskai.wrist.task import WristTask
 workdir, threads, worker, n_workers = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-bundles = Path(sys.argv[5])
+bundles, accelerate = Path(sys.argv[5]), sys.argv[6] == "1"
 if threads > 0:
     torch.set_num_threads(threads)
 images = sorted((workdir / "images").glob("*.dcm"))[worker::n_workers]
 task = WristTask()
-models = task.models(bundles, "cpu")
+models = load_wrist_folder(bundles, device="cpu", accelerate=accelerate)
 start, cpu_start = time.perf_counter(), time.process_time()
 for path in images:
     task.run(path, workdir / "batch" / f"w{worker}" / path.stem, model=models, device="cpu", heatmap=False,
@@ -167,6 +175,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="processes of the multi-process batch")
     parser.add_argument("--bundles", type=Path, default=None,
                         help="time these bundles (a folder of the three) instead of the paper-size random ones")
+    parser.add_argument("--pytorch", action="store_true",
+                        help="run the networks on PyTorch eager, not ONNX Runtime (for comparison)")
     args = parser.parse_args()
     if args.workdir is None:
         from mskai.paths import cache_dir
@@ -178,12 +188,14 @@ def main() -> None:
     subprocess.run([sys.executable, "-c", _PREPARE, str(workdir), str(args.images), str(CASE_SEED),
                     "skip" if args.bundles else "make"], check=True)
 
-    single = _result(_child(_SINGLE, workdir, args.repeats, bundles))
+    accelerate = 0 if args.pytorch else 1
+    single = _result(_child(_SINGLE, workdir, args.repeats, bundles, accelerate))
     warm = sorted(single["warm"], key=lambda run: run["seconds"])
     best = warm[0]
     what = f"bundles of {args.bundles}" if args.bundles else "models (paper size, random weights)"
     print(f"{what} loaded in {single['load_s']:.2f} s; "
           f"{single['threads']} torch threads")
+    print(f"networks run on: {single['inference']}")
     print(f"single image {best['size'][0]}x{best['size'][1]} px, DICOM -> result.json:")
     print(f"  cold {single['cold']['seconds']:.2f} s; warm best {best['seconds']:.2f} s "
           f"(CPU {best['cpu_seconds']:.2f} s on {single['threads']} threads), "
@@ -193,11 +205,12 @@ def main() -> None:
             print(f"  {stage:>10s} {seconds:7.3f} s")
     print(f"  report (HTML + PDF, apart) {single['report_s']:.2f} s")
 
-    one = _result(_child(_BATCH, workdir, 0, 0, 1, bundles))
+    one = _result(_child(_BATCH, workdir, 0, 0, 1, bundles, accelerate))
     one_rate = 60 * one["images"] / one["seconds"]
     print(f"batch, 1 process x {one['threads']} threads: {one['images']} images in {one['seconds']:.1f} s "
           f"(CPU {one['cpu_seconds']:.1f} s) = {one_rate:.1f} images/min")
-    workers = [_child(_BATCH, workdir, 1, index, args.workers, bundles) for index in range(args.workers)]
+    workers = [_child(_BATCH, workdir, 1, index, args.workers, bundles, accelerate)
+               for index in range(args.workers)]
     parts = [_result(process) for process in workers]
     many_rate = 60 * sum(p["images"] for p in parts) / max(p["seconds"] for p in parts)
     print(f"batch, {args.workers} processes x 1 thread: {sum(p['images'] for p in parts)} images, longest worker "

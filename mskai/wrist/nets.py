@@ -53,7 +53,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -76,6 +76,7 @@ VIEW_CLASSES = ("AP", "LAT")
 """View classifier classes: the network's probability is P(LAT)."""
 ARTIFACT_CLASSES = ("no artifact", "artifact")
 COMPONENTS = ("artifact", "keypoints", "view")
+_PROBE_SEED = 20240611  # the fixed input on which an ONNX Runtime twin is checked against PyTorch
 DEFAULT_BUNDLE_IDS = {"artifact": "wrist-artifact-demo", "keypoints": "wrist-keypoints-demo",
                       "view": "wrist-view-demo"}
 
@@ -462,34 +463,50 @@ def gaussian_heatmaps(points: Any, size: tuple[int, int], sigma: float) -> np.nd
     return out
 
 
-def grad_cam(model: MobileNetV2, x: torch.Tensor) -> tuple[float, np.ndarray]:
+class ArtifactCam(nn.Module):
+    """A one-logit :class:`MobileNetV2` returning ``(logit (B, 1), cam (B, 1, h, w))``:
+    its logit and the un-normalised Grad-CAM at the last feature map's size (1/32 of
+    the input), in one forward pass (see :func:`grad_cam`).  It shares the model's
+    parameters; it is the module exported to ONNX Runtime for the artifact model."""
+
+    def __init__(self, model: MobileNetV2):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        activation = self.model.features(x)
+        logit = self.model.classifier(activation.mean(dim=(2, 3)))
+        weights = self.model.classifier[-1].weight[0].view(1, -1, 1, 1)
+        return logit, F.relu((weights * activation).sum(dim=1, keepdim=True))
+
+
+def grad_cam(model: MobileNetV2, x: torch.Tensor, cam_parts: Callable[[torch.Tensor], Any] | None = None
+             ) -> tuple[float, np.ndarray]:
     """Grad-CAM of a one-logit :class:`MobileNetV2` for one input, without a backward pass.
 
     The head is global average pooling + (dropout) + linear, so in eval mode the
     gradient of the logit with respect to the last feature map A_c(i, j) is
     w_c / (H * W) everywhere: Grad-CAM's channel weights are w_c / (H * W) and the map is
     ReLU(sum_c w_c A_c) up to that constant, which the normalisation removes.  Computing
-    it in the forward pass gives the same map at the cost of one inference (the autograd
-    version took seconds and gigabytes at 960 x 1920; Testing/test_wrist_models.py checks
-    that both agree).
+    it in the forward pass (:class:`ArtifactCam`) gives the same map at the cost of one
+    inference (the autograd version took seconds and gigabytes at 960 x 1920;
+    Testing/test_wrist_models.py checks that both agree).
 
     Args:
         x: (1, C, H, W) on the model's device; the model must be in eval mode.
+        cam_parts: a callable computing :class:`ArtifactCam`'s outputs for ``x`` (its
+            ONNX Runtime twin); default: ``ArtifactCam(model)``.
 
     Returns:
         ``(probability, cam)``: sigmoid of the logit and the map (H, W), float32
         in 0..1 (normalised to its maximum; all zeros when nothing is positive).
     """
-    linear = model.classifier[-1]
     with torch.no_grad():
-        activation = model.features(x)
-        logit = model.classifier(activation.mean(dim=(2, 3)))[0, 0]
-        weights = linear.weight[0].view(1, -1, 1, 1)
-        cam = F.relu((weights * activation).sum(dim=1, keepdim=True))
-        cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+        logit, cam = (cam_parts or ArtifactCam(model))(x)
+        cam = F.interpolate(cam.to(x.device), size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
     cam = cam.float().cpu().numpy()
     top = float(cam.max())
-    return float(torch.sigmoid(logit)), (cam / top if top > 0 else np.zeros_like(cam))
+    return float(torch.sigmoid(logit.reshape(-1)[0])), (cam / top if top > 0 else np.zeros_like(cam))
 
 
 # --------------------------------------------------------------------------- bundles -> models
@@ -502,6 +519,9 @@ class LoadedModel:
     network: nn.Module
     preprocessing: Preprocessing
     device: torch.device
+    fast: Callable[[torch.Tensor], Any] | None = None
+    """The ONNX Runtime twin (:meth:`WristModels.accelerate`) of ``network`` (keypoints,
+    view) or of :class:`ArtifactCam` (artifact); None: PyTorch."""
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -510,6 +530,18 @@ class LoadedModel:
     def tensor(self, plane: np.ndarray) -> tuple[torch.Tensor, InputGeometry]:
         values, geometry = prepare_input(plane, self.preprocessing)
         return torch.from_numpy(values)[None, None].to(self.device), geometry
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's output for ``x`` (keypoints, view), on ONNX Runtime when accelerated."""
+        return self.network(x) if self.fast is None else self.fast(x)
+
+    def logit(self, x: torch.Tensor) -> torch.Tensor:
+        """The classifier's logits (B, 1); for an accelerated artifact model, from
+        :class:`ArtifactCam`'s twin (its map costs nothing next to the network)."""
+        if self.fast is None:
+            return self.network(x)
+        output = self.fast(x)
+        return output[0] if isinstance(output, tuple) else output
 
 
 def load_component(source: Any, component: str, device: torch.device) -> LoadedModel:
@@ -545,6 +577,8 @@ class WristModels:
     keypoints: LoadedModel | None
     view: LoadedModel | None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    inference: str = "PyTorch"
+    """What runs the networks, in one line (``result.json``'s ``inference``)."""
 
     def _need(self, component: str) -> LoadedModel:
         model = getattr(self, component)
@@ -562,7 +596,7 @@ class WristModels:
         """P(foreign-object artifact) of one plane, without the heatmap (faster)."""
         model = self._need("artifact")
         x, _ = model.tensor(plane)
-        return float(torch.sigmoid(model.network(x))[0, 0])
+        return float(torch.sigmoid(model.logit(x))[0, 0])
 
     def predict_artifact(self, plane: np.ndarray, spacing_mm: Sequence[float] | None = None, *,
                          heatmap: bool = True) -> tuple[float, np.ndarray | None]:
@@ -585,7 +619,7 @@ class WristModels:
         if not heatmap:
             return self.artifact_probability(plane), None
         x, geometry = model.tensor(plane)
-        probability, cam = grad_cam(model.network, x)
+        probability, cam = grad_cam(model.network, x, model.fast)
         return probability, np.clip(geometry.map_to_original(cam), 0.0, 1.0)
 
     @torch.no_grad()
@@ -601,7 +635,7 @@ class WristModels:
             raise InputError(f"view must be 'AP' or 'LAT', got {view!r}")
         model = self._need("keypoints")
         x, geometry = model.tensor(plane)
-        maps = model.network(x)[0, list(KEYPOINT_CHANNELS[view])]
+        maps = model.forward(x)[0, list(KEYPOINT_CHANNELS[view])]
         points, peaks = decode_heatmaps(maps)
         threshold = float(model.metadata.get("thresholds", {}).get("keypoint_confidence", 0.5))
         original = geometry.to_original(points)
@@ -620,12 +654,53 @@ class WristModels:
         """``("AP" | "LAT", confidence)``: the more probable class and its probability."""
         model = self._need("view")
         x, _ = model.tensor(plane)
-        p_lat = float(torch.sigmoid(model.network(x))[0, 0])
+        p_lat = float(torch.sigmoid(model.logit(x))[0, 0])
         return ("LAT", p_lat) if p_lat >= 0.5 else ("AP", 1.0 - p_lat)
+
+    def accelerate(self, cache_dir: str | Path | None = None) -> str:
+        """Run the loaded networks on ONNX Runtime when they are on the CPU and the
+        optional packages are installed (:mod:`mskai.fast_inference`: the export is
+        cached per weights and checked against PyTorch on a probe input; the
+        artifact model is exported as :class:`ArtifactCam`, probability and map in
+        one pass).  A network whose export or check fails stays on PyTorch.  Sets and
+        returns :attr:`inference`, one line saying what runs where."""
+        from mskai.fast_inference import onnxruntime_available, ort_twin
+
+        loaded = [(name, getattr(self, name)) for name in COMPONENTS if getattr(self, name) is not None]
+        for _, model in loaded:
+            model.fast = None
+        if self.device.type != "cpu":
+            self.inference = f"PyTorch on {self.device.type} (ONNX Runtime is used only on the CPU)"
+        elif not onnxruntime_available():
+            self.inference = "PyTorch eager (install onnxruntime and onnx for faster CPU inference)"
+        else:
+            fast, slow, worst = [], [], 0.0
+            for name, model in loaded:
+                width, height = model.preprocessing.input_size
+                generator = torch.Generator().manual_seed(_PROBE_SEED)
+                probe = torch.rand(1, 1, height, width, generator=generator)  # inputs are 0..1
+                artifact = name == "artifact"
+                try:
+                    model.fast, difference = ort_twin(
+                        ArtifactCam(model.network) if artifact else model.network, (probe,), f"wrist-{name}",
+                        output_names=("logit", "cam") if artifact else ("y",), cache_dir=cache_dir)
+                except Exception as error:  # any exporter or runtime problem: PyTorch still works
+                    slow.append(f"{name} ({' '.join(str(error).split())[:120]})")
+                    continue
+                fast.append(name)
+                worst = max(worst, difference)
+            parts = []
+            if fast:
+                parts.append(f"ONNX Runtime CPU for {', '.join(fast)} "
+                             f"(max difference from PyTorch {worst:.1e} on a probe input)")
+            if slow:
+                parts.append(f"PyTorch eager for {', '.join(slow)}")
+            self.inference = "; ".join(parts) or "PyTorch eager"
+        return self.inference
 
 
 def load_wrist_models(artifact: Any = None, keypoints: Any = None, view: Any = None,
-                      device: str | torch.device = "auto") -> WristModels:
+                      device: str | torch.device = "auto", accelerate: bool = True) -> WristModels:
     """Load the WristQC networks.
 
     Each of ``artifact``, ``keypoints``, ``view`` is a bundle folder, a bundle id
@@ -633,7 +708,8 @@ def load_wrist_models(artifact: Any = None, keypoints: Any = None, view: Any = N
     :class:`mskai.bundles.Bundle`, None for the shipped demo bundle
     (:data:`DEFAULT_BUNDLE_IDS`) or False to leave that network out.  Checksums are
     verified; a bundle of another component or task is refused with
-    :class:`ModelError`.
+    :class:`ModelError`.  With ``accelerate`` the networks run on ONNX Runtime on
+    the CPU when possible (:meth:`WristModels.accelerate`).
     """
     from mskai.device import resolve_device
 
@@ -642,15 +718,21 @@ def load_wrist_models(artifact: Any = None, keypoints: Any = None, view: Any = N
     loaded = {name: None if source is False else
               load_component(DEFAULT_BUNDLE_IDS[name] if source is None else source, name, torch_device)
               for name, source in chosen.items()}
-    return WristModels(device=torch_device, **loaded)
+    models = WristModels(device=torch_device, **loaded)
+    if accelerate:
+        models.accelerate()
+    else:
+        models.inference = f"PyTorch on {torch_device.type}"
+    return models
 
 
-def load_wrist_folder(folder: str | Path, device: str | torch.device = "auto") -> WristModels:
+def load_wrist_folder(folder: str | Path, device: str | torch.device = "auto",
+                      accelerate: bool = True) -> WristModels:
     """The three networks from a folder holding their bundle folders (as written by
     ``mskai train wrist``), found by each bundle's ``component``; ``"demo"`` loads the
     shipped demo bundles."""
     if str(folder) == "demo":
-        return load_wrist_models(device=device)
+        return load_wrist_models(device=device, accelerate=accelerate)
     root = Path(folder)
     if not root.is_dir():
         raise ModelError(f"model folder {root} does not exist")
@@ -671,7 +753,8 @@ def load_wrist_folder(folder: str | Path, device: str | torch.device = "auto") -
     if missing:
         raise ModelError(f"model folder {root} has no WristQC {', '.join(missing)} bundle; pass a "
                          "folder with the artifact, keypoints and view bundles, or 'demo'")
-    return load_wrist_models(found["artifact"], found["keypoints"], found["view"], device=device)
+    return load_wrist_models(found["artifact"], found["keypoints"], found["view"], device=device,
+                             accelerate=accelerate)
 
 
 load_wrist_bundles = load_wrist_models

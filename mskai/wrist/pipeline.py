@@ -21,8 +21,8 @@ returns a :class:`WristAnalysis` whose ``result`` is the ``result.json`` dict:
    (:func:`mskai.wrist.marker.detect_marker`, 20), artifact (the classifier, 10
    when its probability is below the bundle's threshold, default 0.5, with a
    Grad-CAM heatmap), layout (keypoints -> :func:`mskai.wrist.scoring.score_layout`,
-   36, with per-task grades).  The Grad-CAM heatmap is computed only for an
-   image with an artifact.  Total, grade (:func:`grade_total`) and
+   36, with per-task grades).  The Grad-CAM heatmap comes from the
+   classifier's forward pass and is kept only for an image with an artifact.  Total, grade (:func:`grade_total`) and
    ``lost_points``: one entry per reason, ``{item, points_lost, reason}``, whose
    points add up to ``100 - total``.
 
@@ -326,8 +326,8 @@ def analyze_radiograph(image: Image, *, models: Any = None, device: str = "auto"
         default_spacing_mm: (x, y) used when the input has no pixel spacing.
         progress: ``progress(fraction, message)``; may raise to cancel.
         timer: stages are added to it (a new one by default).
-        heatmap: False skips the artifact Grad-CAM (batch runs); it is computed
-            only when an artifact is found (a second, gradient-enabled pass).
+        heatmap: False skips the artifact Grad-CAM map (batch runs); with it, the
+            probability and the map come from one forward pass.
 
     Returns:
         A :class:`WristAnalysis`; raises :class:`InputError` for refused input.
@@ -408,7 +408,8 @@ def analyze_radiograph(image: Image, *, models: Any = None, device: str = "auto"
                   image_size=[cols, rows],
                   keypoints=_keypoints_json(view, keypoints),
                   keypoint_confidence={name: round(float(c), 4) for name, c in confidences.items()},
-                  parts={"tags": tags, "marker": marker.to_dict(), "artifact": artifact, "layout": layout})
+                  parts={"tags": tags, "marker": marker.to_dict(), "artifact": artifact, "layout": layout},
+                  inference=getattr(models, "inference", "PyTorch"))
     summarise(result, image, artifact_map, confidences)
     result["timing"] = timer.as_dict()
     report(0.95, result["verdict"])
