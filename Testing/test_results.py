@@ -71,3 +71,27 @@ def test_overlay_png_draws_heatmap_and_points(tmp_path):
     assert img[60, 5 + 3, 1] > 200 or img[60, 5 - 3, 1] > 200  # green point outline at (5, 30*2)
     with pytest.raises(ValueError, match="heatmap shape"):
         save_overlay_png(tmp_path / "bad.png", plane, heatmap=np.zeros((3, 3)))
+
+
+def test_to_jsonable_converts_numpy_dataclasses_and_paths_and_nan_on_request():
+    import dataclasses
+    import math
+    from pathlib import Path
+
+    import numpy as np
+
+    from mskai.results import to_jsonable
+
+    @dataclasses.dataclass
+    class Pair:
+        value: float
+        where: Path
+
+    data = {1: np.array([np.float32(0.5), np.nan]), "pair": Pair(np.float64(2.0), Path("a/b")),
+            "flag": np.bool_(True), "n": np.int64(3), "t": (np.inf,)}
+    strict = to_jsonable(data)
+    assert strict == {"1": [0.5, None], "pair": {"value": 2.0, "where": "a/b"}, "flag": True, "n": 3,
+                      "t": [None]}
+    assert type(strict["n"]) is int and type(strict["flag"]) is bool
+    loose = to_jsonable(data, nan_to_null=False)
+    assert math.isnan(loose["1"][1]) and loose["t"] == [math.inf]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -685,32 +685,14 @@ def format_table(rows: Mapping[str, Mapping[str, Any]],
     return "\n".join([line(header), rule, *(line(cells) for cells in body)])
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Metric):
-        return _jsonable(asdict(value))
-    if isinstance(value, Mapping):
-        return {str(key): _jsonable(item) for key, item in value.items()}
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def metrics_to_json(metrics: Any, path: str | Path | None = None) -> Any:
     """Metrics as strict-JSON data (Metric -> dict, arrays -> lists, nan -> null).
 
     Writes the JSON to ``path`` (creating its folder) when one is given.
     """
-    data = _jsonable(metrics)
+    from mskai.results import to_jsonable
+
+    data = to_jsonable(metrics)
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

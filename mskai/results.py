@@ -6,6 +6,7 @@ the CLI, the tests and the Slicer modules rely on are produced in one place.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -13,7 +14,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from PIL import Image as PILImage, ImageDraw
@@ -60,20 +61,26 @@ def new_result(task: str, image: Image | None = None, model: dict | None = None)
     }
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+def to_jsonable(value: Any, nan_to_null: bool = True) -> Any:
+    """``value`` with dataclasses, mappings, numpy scalars and arrays, tuples and paths
+    turned into JSON types (keys become strings).  With ``nan_to_null`` NaN and
+    infinities become None (strict JSON: ``result.json``, metrics); without, they stay
+    floats (phantom truth files, read back by Python)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_jsonable(dataclasses.asdict(value), nan_to_null)
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v, nan_to_null) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [to_jsonable(v, nan_to_null) for v in value]
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (np.integer,)):
+        return to_jsonable(value.tolist(), nan_to_null)
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, (np.floating, float)):
         f = float(value)
-        return None if math.isnan(f) or math.isinf(f) else f
-    if isinstance(value, (np.bool_,)):
-        return bool(value)
+        return None if nan_to_null and (math.isnan(f) or math.isinf(f)) else f
     if isinstance(value, Path):
         return str(value)
     return value
@@ -89,7 +96,7 @@ def write_result(output_dir: str | Path, result: dict[str, Any], name: str = "re
     path = out / name
     fd, tmp = tempfile.mkstemp(dir=out, prefix=".result-", suffix=".json")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(_jsonable(result), fh, indent=2, allow_nan=False)
+        json.dump(to_jsonable(result), fh, indent=2, allow_nan=False)
         fh.write("\n")
     os.replace(tmp, path)
     return path

@@ -52,6 +52,7 @@ from scipy import ndimage
 from mskai.image import Image
 from mskai.phantoms import write_dicom_series, write_nifti
 from mskai.phantoms.writers import STUDY_DATE
+from mskai.results import to_jsonable
 
 LEVELS: list[str] = ["T6", "T7", "T8", "T9", "T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5"]
 """Vertebrae the generator builds, cranial to caudal."""
@@ -121,7 +122,7 @@ class SpineCase:
 
     def truth(self) -> dict[str, Any]:
         """The JSON-friendly ground truth written to ``truth.json``."""
-        return _jsonable({"case_id": self.case_id, "label": self.label,
+        return _truth_json({"case_id": self.case_id, "label": self.label,
                           "verdict": "fracture" if self.label else "no fracture",
                           "fractures": self.fractures, "osteoporotic": self.osteoporotic,
                           "level_names": {str(k): v for k, v in self.level_names.items()},
@@ -1103,22 +1104,6 @@ def _with_density(anatomy: dict[str, Any], osteoporotic: bool) -> dict[str, Any]
     return anatomy
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (np.floating, float)):
-        return float(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
-
 def write_spine_case(case: SpineCase, folder: str | Path, *, fmt: str = "dicom",
                      transfer_syntax: str | None = None) -> dict[str, Path]:
     """Write a case as real files in ``folder``.
@@ -1253,3 +1238,8 @@ def _allocate(count: int, fractions: np.ndarray) -> np.ndarray:
             counts[np.argmax(counts)] -= 1
             counts[index] += 1
     return counts
+
+
+def _truth_json(value: Any) -> Any:
+    """Truth files keep NaN as NaN (they are read back by Python's json)."""
+    return to_jsonable(value, nan_to_null=False)

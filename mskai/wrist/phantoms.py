@@ -49,6 +49,7 @@ from PIL import ImageDraw, ImageFont
 from scipy import ndimage
 
 from mskai.phantoms.writers import write_png, write_radiograph_dicom
+from mskai.results import to_jsonable
 from mskai.wrist.scoring import VIEW_KEYPOINTS, grade_total, score_layout
 from mskai.wrist.tags import TAG_KEYWORDS
 
@@ -111,8 +112,8 @@ class WristCase:
                           for k, v in self.keypoints.items()},
             "artifact": self.artifact, "artifact_kind": self.artifact_kind,
             "artifact_pixels": int(self.artifact_mask.sum()),
-            "marker": _jsonable(self.marker), "positioning": _jsonable(self.positioning),
-            "expected": _jsonable(self.expected),
+            "marker": _truth_json(self.marker), "positioning": _truth_json(self.positioning),
+            "expected": _truth_json(self.expected),
         }
 
 
@@ -1241,17 +1242,6 @@ def make_chest_radiograph(seed: int, size: tuple[int, int] = (1000, 1100)) -> np
     return _expose(soft + bone, np.zeros_like(soft), rng, True)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
+def _truth_json(value: Any) -> Any:
+    """Truth files keep NaN as NaN (they are read back by Python's json)."""
+    return to_jsonable(value, nan_to_null=False)
