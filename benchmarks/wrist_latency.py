@@ -199,7 +199,8 @@ def main() -> None:
     print(f"single image {best['size'][0]}x{best['size'][1]} px, DICOM -> result.json:")
     print(f"  cold {single['cold']['seconds']:.2f} s; warm best {best['seconds']:.2f} s "
           f"(CPU {best['cpu_seconds']:.2f} s on {single['threads']} threads), "
-          f"median {warm[len(warm) // 2]['seconds']:.2f} s")
+          f"median {warm[len(warm) // 2]['seconds']:.2f} s, slowest {warm[-1]['seconds']:.2f} s "
+          f"({warm[-1]['size'][0]}x{warm[-1]['size'][1]} px)")
     for stage, seconds in best["stages"].items():
         if stage != "total":
             print(f"  {stage:>10s} {seconds:7.3f} s")
