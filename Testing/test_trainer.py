@@ -465,3 +465,13 @@ def test_parameter_groups_train_at_their_own_learning_rate(tmp_path):
     # One SGD step from the same start on the same batch: the head's update scales with its lr.
     assert runs["small"]["3.weight"] == pytest.approx(runs["same"]["3.weight"] / 10, rel=1e-4)
     assert runs["small"]["0.weight"] == pytest.approx(runs["same"]["0.weight"], rel=1e-6)
+
+
+def test_without_a_validation_set_the_log_says_so_instead_of_a_nan_loss(tmp_path, capsys):
+    trainer = Trainer(problem.build_model(0, 0.0), problem.make_blobs(64, 1), None, problem.loss_fn,
+                      config(epochs=1), tmp_path)
+    trainer.fit()
+    line = next(text for text in capsys.readouterr().err.splitlines() if text.startswith("epoch 1/1:"))
+    assert "no validation set" in line and "val_loss" not in line and "train_loss" in line
+    _, rows = read_log(tmp_path)
+    assert rows[0]["val_loss"] == "nan"  # the CSV keeps its columns

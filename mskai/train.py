@@ -701,7 +701,10 @@ class Trainer:
                     writer.add_scalar(name, value, epoch)
             writer.flush()
         details = ", ".join(f"{name} {value:.6g}" for name, value in row.items()
-                            if name not in ("epoch", "seconds"))
+                            if name not in ("epoch", "seconds")
+                            and not (name == "val_loss" and self.val_dataset is None))
+        if self.val_dataset is None:  # the CSV keeps an empty-valued (nan) column; the log says why
+            details += ", no validation set"
         log(f"epoch {epoch}/{self.config.epochs}: {details} ({row['seconds']:.1f} s)")
 
     def _checkpoint(self, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
