@@ -68,15 +68,35 @@ def test_twin_matches_pytorch_and_its_check_is_recorded_and_reused(tmp_path):
 
 
 @needs_onnxruntime
-def test_a_stale_cached_export_fails_the_check(tmp_path):
+def test_a_stale_or_damaged_cached_export_is_made_again_and_a_wrong_export_is_refused(tmp_path, monkeypatch):
     net, other = SmallNet(seed=0).eval(), SmallNet(seed=1).eval()
     fast_inference.ort_twin(net, (probe(),), "small", output_names=("pooled", "map"), cache_dir=tmp_path)
     [exported] = tmp_path.glob("small-*.onnx")
-    # The cached file now holds another network's export and no check record.
+    # The cached file now holds another network's export and no check record: it fails the
+    # check, is exported again and then gives the network's outputs.
     fast_inference.export_onnx(other, exported, (probe(),), input_names=("x",), output_names=("pooled", "map"))
     exported.with_suffix(".checked.json").unlink()
+    twin, difference = fast_inference.ort_twin(net, (probe(),), "small", output_names=("pooled", "map"),
+                                               cache_dir=tmp_path)
+    assert difference <= fast_inference.TOLERANCE
+    with torch.no_grad():
+        torch.testing.assert_close(twin(probe(seed=3))[1], net(probe(seed=3))[1], atol=1e-5, rtol=1e-5)
+
+    exported.write_bytes(exported.read_bytes()[:100])  # a damaged (truncated) cached file
+    exported.with_suffix(".checked.json").unlink()
+    twin, _ = fast_inference.ort_twin(net, (probe(),), "small", output_names=("pooled", "map"),
+                                      cache_dir=tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(twin(probe(seed=3))[0], net(probe(seed=3))[0], atol=1e-5, rtol=1e-5)
+
+    # An exporter that gets the network wrong every time: refused, no check recorded.
+    real_export = fast_inference.export_onnx
+    monkeypatch.setattr(fast_inference, "export_onnx",
+                        lambda module, path, *args, **kwargs: real_export(other, path, *args, **kwargs))
     with pytest.raises(RuntimeError, match="ONNX Runtime differs from PyTorch"):
-        fast_inference.ort_twin(net, (probe(),), "small", output_names=("pooled", "map"), cache_dir=tmp_path)
+        fast_inference.ort_twin(net, (probe(),), "small", output_names=("pooled", "map"),
+                                cache_dir=tmp_path / "fresh")
+    assert not list((tmp_path / "fresh").glob("*.checked.json"))
 
 
 def test_module_key_follows_weights_and_code():

@@ -158,9 +158,10 @@ def ort_twin(module: torch.nn.Module, probe: Sequence[torch.Tensor], name: str, 
     (default ``cache_dir``: the user cache, ``onnx/``), so a bundle is exported
     once per machine; a passed check is recorded beside it
     (``.checked.json``, with the torch and onnxruntime versions) and not
-    repeated while those versions stay.  A module with one output gets a twin
-    returning one tensor.  Raises RuntimeError when the difference exceeds
-    :data:`TOLERANCE`.
+    repeated while those versions stay.  A cached export that fails the check
+    (damaged, or made by other code with an equal key) is exported again once.
+    A module with one output gets a twin returning one tensor.  Raises
+    RuntimeError when the difference exceeds :data:`TOLERANCE`.
     """
     if cache_dir is None:
         from mskai.paths import cache_dir as user_cache_dir
@@ -179,9 +180,6 @@ def ort_twin(module: torch.nn.Module, probe: Sequence[torch.Tensor], name: str, 
             # This export of these weights passed the check with these library versions: the
             # outputs are deterministic, so the PyTorch reference run is not repeated.
             return OrtModule(ort_session(path, threads), bool(record.get("single_output"))), record["difference"]
-    if not path.is_file():
-        export_onnx(module, path, probe, input_names=input_names, output_names=output_names,
-                    dynamic_axes=dynamic_axes)
     was_training = module.training
     module.eval()
     try:
@@ -191,13 +189,23 @@ def ort_twin(module: torch.nn.Module, probe: Sequence[torch.Tensor], name: str, 
     finally:
         module.train(was_training)
     single_output = isinstance(reference, torch.Tensor)
-    twin = OrtModule(ort_session(path, threads), single_output=single_output)
-    difference = max_difference(reference, twin(*probe))
-    if not difference <= TOLERANCE:
-        raise RuntimeError(f"ONNX Runtime differs from PyTorch by {difference:.2e} (> {TOLERANCE:g})")
-    _write_atomic(checked, json.dumps({"difference": difference, "single_output": single_output,
-                                       "versions": versions}).encode())
-    return twin, difference
+    cached = path.is_file()
+    for attempt in ("cached", "fresh") if cached else ("fresh",):
+        if attempt == "fresh":  # export (again, when a cached file failed the check: stale or damaged)
+            export_onnx(module, path, probe, input_names=input_names, output_names=output_names,
+                        dynamic_axes=dynamic_axes)
+        try:
+            twin = OrtModule(ort_session(path, threads), single_output=single_output)
+            difference = max_difference(reference, twin(*probe))
+        except Exception:  # a cached file ONNX Runtime cannot load or run (truncated, damaged)
+            if attempt == "fresh":
+                raise
+            continue
+        if difference <= TOLERANCE:
+            _write_atomic(checked, json.dumps({"difference": difference, "single_output": single_output,
+                                               "versions": versions}).encode())
+            return twin, difference
+    raise RuntimeError(f"ONNX Runtime differs from PyTorch by {difference:.2e} (> {TOLERANCE:g})")
 
 
 def _versions() -> dict[str, str]:
