@@ -264,6 +264,23 @@ def test_user_edited_fiducials_kept_while_a_fresh_node_is_made(mrml_scene):
     assert mrml_scene.GetNodeByID(points.GetID()) is points
 
 
+def test_remove_role_drops_an_unedited_output_and_keeps_an_edited_one_as_the_users(mrml_scene):
+    image = testing.phantom_image()
+    ct = image_to_volume_node(image, "ct")
+    manager = OutputManager("MSKAI test")
+    table = manager.table("slices", {"p": [0.5]}, ct, "slices")
+    points = manager.fiducials("evidence", [[1.0, 2.0, 3.0]], ["L1"], ct, "evidence")
+    manager.remove_role("slices", ct)  # a re-run without slices: the stale table goes
+    assert mrml_scene.GetNodeByID(table.GetID()) is None
+    assert [node.GetID() for node in manager.outputs(ct)] == [points.GetID()]
+    points.SetNthControlPointLabel(0, "L2")  # the user corrects the level
+    manager.remove_role("evidence", ct)
+    assert mrml_scene.GetNodeByID(points.GetID()) is points
+    assert points.GetAttribute(ATTRIBUTE_ROLE) is None  # no longer this module's current output
+    assert points.GetAttribute(ATTRIBUTE_EDITED_ROLE) == "evidence"
+    assert manager.outputs(ct) == []
+
+
 def test_outputs_are_per_input_and_per_module(mrml_scene):
     image = testing.phantom_image()
     first, second = image_to_volume_node(image, "first"), image_to_volume_node(image, "second")

@@ -249,11 +249,16 @@ class MSKAIModuleLogic(ScriptedLoadableModuleLogic):
 
     def result_table_node(self) -> Any:
         """The result Table node of the last analysis (None before a result)."""
+        return self._output_of_role(RESULT_TABLE_ROLE)
+
+    def _output_of_role(self, role: str) -> Any:
+        """This module's newest output node of ``role`` for the last input (None
+        before an analysis or without one)."""
         if self.last_input_node is None:
             return None
-        tables = [node for node in self.outputs.outputs(self.last_input_node)
-                  if node.GetAttribute(ATTRIBUTE_ROLE) == RESULT_TABLE_ROLE]
-        return tables[-1] if tables else None
+        nodes = [node for node in self.outputs.outputs(self.last_input_node)
+                 if node.GetAttribute(ATTRIBUTE_ROLE) == role]
+        return nodes[-1] if nodes else None
 
     def editable_output_node(self) -> Any:
         """The evidence of the last analysis that a user corrects: its

@@ -376,6 +376,17 @@ class OutputManager:
                 and node.GetAttribute(ATTRIBUTE_ROLE)
                 and node.GetAttribute(ATTRIBUTE_USER_EDITED) != "1"]
 
+    def remove_role(self, role: str, input_node: Any) -> None:
+        """Remove this module's unedited output of ``role`` for ``input_node`` (a
+        re-run without such an output must not leave the previous one showing);
+        an edited one stays and is marked as the user's, as :meth:`_claim` does."""
+        for node in self.outputs(input_node):
+            if node.GetAttribute(ATTRIBUTE_ROLE) == role:
+                if self._edited(node):
+                    self._mark_edited(node)
+                else:
+                    self._remove(node)
+
     def _claim(self, role: str, input_node: Any, class_name: str) -> Any:
         """This module's unedited node for (role, input), to be refilled, or
         None.  Edited ones are marked and left; an unedited one of another

@@ -38,7 +38,6 @@ from mskai.image import Image
 from mskai.tasks import ProgressCallback, Task
 from mskai_slicer.geometry import volume_node_to_image
 from mskai_slicer.module_logic import AnalysisJob, MSKAIModuleLogic
-from mskai_slicer.outputs import ATTRIBUTE_FINGERPRINT, ATTRIBUTE_ROLE, content_fingerprint
 
 SLICES_TABLE_ROLE = "slices"
 HEATMAP_ROLE = "heatmap"
@@ -263,7 +262,7 @@ class SpineOVFLogic(MSKAIModuleLogic):
         if heatmap is not None:
             self.outputs.heatmap(HEATMAP_ROLE, heatmap, input_node, f"{self.moduleName} heatmap")
         else:
-            self._remove_outputs_of_role(HEATMAP_ROLE, input_node)
+            self.outputs.remove_role(HEATMAP_ROLE, input_node)
         evidence = result.get("evidence") or []
         if evidence:
             strongest = evidence[0]
@@ -271,13 +270,13 @@ class SpineOVFLogic(MSKAIModuleLogic):
                                    [strongest.get("level") or "strongest evidence"], input_node,
                                    f"{self.moduleName} evidence")
         else:
-            self._remove_outputs_of_role(EVIDENCE_ROLE, input_node)
+            self.outputs.remove_role(EVIDENCE_ROLE, input_node)
         return result
 
     def _publish_slices(self, result: dict, input_node: Any) -> None:
         slices = result.get("slices") or []
         if not slices:
-            self._remove_outputs_of_role(SLICES_TABLE_ROLE, input_node)
+            self.outputs.remove_role(SLICES_TABLE_ROLE, input_node)
             return
         self.outputs.table(SLICES_TABLE_ROLE, {
             "Sagittal slice": [int(entry["index"]) for entry in slices],
@@ -296,25 +295,4 @@ class SpineOVFLogic(MSKAIModuleLogic):
     def evidence_node(self) -> Any:
         """The Markups point of the strongest evidence (None without evidence)."""
         return self._output_of_role(EVIDENCE_ROLE)
-
-    def _output_of_role(self, role: str) -> Any:
-        if self.last_input_node is None:
-            return None
-        nodes = [node for node in self.outputs.outputs(self.last_input_node)
-                 if node.GetAttribute(ATTRIBUTE_ROLE) == role]
-        return nodes[-1] if nodes else None
-
-    def _remove_outputs_of_role(self, role: str, input_node: Any) -> None:
-        """Remove this module's unedited output of ``role`` for ``input_node``
-        (a re-run that has no such output must not leave the previous one
-        showing); a node the user edited stays."""
-        scene = self.outputs.scene
-        hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
-        for node in self.outputs.outputs(input_node):
-            if (node.GetAttribute(ATTRIBUTE_ROLE) == role
-                    and node.GetAttribute(ATTRIBUTE_FINGERPRINT) == content_fingerprint(node)):
-                item = hierarchy.GetItemByDataNode(node)
-                if item:
-                    hierarchy.RemoveItem(item, False, False)
-                scene.RemoveNode(node)
 

@@ -45,7 +45,7 @@ from mskai.image import Image
 from mskai.tasks import ProgressCallback, Task
 from mskai_slicer.geometry import image_to_volume_node, node_world_lps_points, volume_node_to_image
 from mskai_slicer.module_logic import AnalysisJob, MSKAIModuleLogic
-from mskai_slicer.outputs import ATTRIBUTE_FINGERPRINT, ATTRIBUTE_ROLE, OutputManager, content_fingerprint
+from mskai_slicer.outputs import ATTRIBUTE_FINGERPRINT, OutputManager, content_fingerprint
 
 SCORES_TABLE_ROLE = "scores"
 KEYPOINTS_ROLE = "keypoints"
@@ -71,8 +71,8 @@ def lps_to_pixel(image: Image, points_lps: Any) -> np.ndarray:
 
 
 class WristQCOutputs(OutputManager):
-    """The shared output manager plus the two kinds of node WristQC adds: a closed
-    curve (the marker outline) and the removal of one role's stale output."""
+    """The shared output manager plus the kind of node WristQC adds: a closed curve
+    (the marker outline)."""
 
     def closed_curve(self, role: str, points_lps: Any, input_node: Any, name: str) -> Any:
         """A ``vtkMRMLMarkupsClosedCurveNode`` through ``points_lps`` (N, 3), straight segments."""
@@ -93,17 +93,6 @@ class WristQCOutputs(OutputManager):
             node.CreateDefaultDisplayNodes()
         node.GetDisplayNode().SetPointLabelsVisibility(False)
         return self._stamp(node, role, input_node)
-
-    def remove_role(self, role: str, input_node: Any) -> None:
-        """Remove this module's unedited output of ``role`` for ``input_node`` (a
-        re-run without such an output must not leave the previous one showing)."""
-        for node in self.outputs(input_node):
-            if node.GetAttribute(ATTRIBUTE_ROLE) == role:
-                if self._edited(node):
-                    self._mark_edited(node)
-                else:
-                    self._remove(node)
-
 
 class WristQCImageTask(Task):
     """The ``wrist`` analysis of images taken from the scene, keeping what the
@@ -290,13 +279,6 @@ class WristQCLogic(MSKAIModuleLogic):
         node.SetAttribute(ATTRIBUTE_FINGERPRINT, content_fingerprint(node))
 
     # ---- nodes of the last result ----------------------------------------------------
-
-    def _output_of_role(self, role: str) -> Any:
-        if self.last_input_node is None:
-            return None
-        nodes = [node for node in self.outputs.outputs(self.last_input_node)
-                 if node.GetAttribute(ATTRIBUTE_ROLE) == role]
-        return nodes[-1] if nodes else None
 
     def scores_table_node(self) -> Any:
         """The per-item Table node of the last analysis (None before one)."""
