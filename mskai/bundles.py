@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from mskai import DEMO_DISCLAIMER
 from mskai.errors import ModelError
 from mskai import paths
+from mskai.io import read_json
 
 SCHEMA_VERSION = 1
 METADATA_FILE = "metadata.json"
@@ -386,10 +387,7 @@ def _read_registry() -> list[dict[str, Any]]:
     path = registry_path()
     if not path.is_file():
         return []
-    try:
-        registry = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ModelError(f"model registry {path} is not valid JSON ({_first_line(error)})") from None
+    registry = read_json(path, f"model registry {path}", ModelError)
     entries = registry.get("bundles") if isinstance(registry, dict) else None
     if not isinstance(entries, list) or not all(
             isinstance(e, dict) and {"id", "version", "path"} <= e.keys() for e in entries):

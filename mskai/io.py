@@ -30,6 +30,7 @@ MONOCHROME1
 from __future__ import annotations
 
 import gzip
+import json
 import mmap
 import os
 import warnings
@@ -50,7 +51,7 @@ from pydicom.multival import MultiValue
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from scipy import ndimage
 
-from mskai.errors import InputError
+from mskai.errors import InputError, MskaiError
 from mskai.image import Image
 from mskai.sitk_bridge import from_sitk, to_sitk
 
@@ -196,6 +197,19 @@ def write_image(image: Image, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(to_sitk(image), str(path), useCompression=not path.name.lower().endswith(".nii"))
     return path
+
+
+def read_json(path: str | Path, where: str, error: type[MskaiError] = InputError) -> Any:
+    """The JSON document in ``path``; raises ``error`` (default :class:`InputError`) with
+    one line starting with ``where`` (e.g. ``"recipe file /x/r.json"``) when the file
+    does not exist or is not JSON text."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{where} does not exist")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as problem:
+        raise error(f"{where} is not valid JSON ({str(problem).splitlines()[0]})") from None
 
 
 def require_volume(image: Image, min_slices: int = 2, what: str = "this analysis") -> Image:

@@ -41,7 +41,6 @@ import csv
 import dataclasses
 import importlib.util
 import itertools
-import json
 import math
 import os
 import random
@@ -60,6 +59,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mskai.device import resolve_device
 from mskai.errors import DeviceError, InputError, ModelError
+from mskai.io import read_json
 from mskai.progress import current_rank, log, progress
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -825,10 +825,7 @@ def read_recipe(recipe: Any, recipes: Mapping[str, Callable[[], Any]],
     path = Path(text).expanduser()
     if not path.is_file():
         raise InputError(f"unknown recipe {text!r}: use {', '.join(recipes)} or a JSON file")
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"recipe file {path} is not valid JSON ({str(error).splitlines()[0]})") from None
+    values = read_json(path, f"recipe file {path}")
     if not isinstance(values, dict):
         raise InputError(f"recipe file {path} must hold a JSON object of recipe fields")
     return from_overrides(values, f"recipe file {path}")

@@ -36,7 +36,7 @@ from mskai.device import describe_device, resolve_device
 from mskai.errors import InputError
 from mskai.geometry import index_to_lps, lps_to_index, world_bounds
 from mskai.image import Image
-from mskai.io import require_volume
+from mskai.io import read_json, require_volume
 from mskai.ovf import evidence as ev
 from mskai.ovf.model import AGGREGATORS, OVFModel, load_ovf_bundle
 from mskai.ovf.preprocess import (SagittalSelection, SquareFrame, select_central_sagittal_slices,
@@ -420,10 +420,7 @@ def _sidecar_names(path: Path) -> dict[int, str]:
     stem = next((name[:-len(s)] for s in LABELMAP_SUFFIXES if name.lower().endswith(s)), name)
     for candidate in (path.with_name(stem + ".json"), path.with_name(name + ".json")):
         if candidate.is_file():
-            try:
-                content = json.loads(candidate.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise InputError(f"{candidate}: the segment names file is not valid JSON") from None
+            content = read_json(candidate, f"segment names file {candidate}")
             if isinstance(content, dict):
                 for key in ("segment_names", "labels", "level_names"):
                     if isinstance(content.get(key), dict):

@@ -205,12 +205,7 @@ def _spacing(record: Mapping[str, str], where: str) -> tuple[float, float] | Non
 def read_keypoints_file(path: Path, view: str, where: str = "") -> Keypoints:
     """A keypoints JSON ``{"P1": [x, y] | null, ...}`` naming exactly the view's keypoints."""
     prefix = f"{where}: " if where else ""
-    if not path.is_file():
-        raise InputError(f"{prefix}keypoints file {path} does not exist")
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{prefix}keypoints file {path.name} is not valid JSON ({error})") from None
+    values = mskai_io.read_json(path, f"{prefix}keypoints file {path}")
     return check_keypoints(values, view, f"{prefix}keypoints file {path.name}")
 
 
@@ -257,12 +252,7 @@ def import_markups(mrk_json_path: str | os.PathLike, image: Image, view: str | N
 
     path = Path(mrk_json_path)
     where = f"markups file {path.name}"
-    if not path.is_file():
-        raise InputError(f"{where} does not exist")
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{where} is not valid JSON ({error})") from None
+    document = mskai_io.read_json(path, where)
     markups = document.get("markups") if isinstance(document, dict) else None
     if not isinstance(markups, list) or not markups:
         raise InputError(f"{where} holds no markups (expected a Slicer .mrk.json with a 'markups' list)")
