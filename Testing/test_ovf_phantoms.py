@@ -293,6 +293,18 @@ def test_mr_modality_is_written_as_mr(tmp_path):
     np.testing.assert_array_equal(image.array, np.rint(values))
 
 
+def test_mr_case_is_the_ct_anatomy_in_another_contrast():
+    ct = _case(SEED, **REFERENCE)
+    mr = make_spine_case(SEED, **{**REFERENCE, "modality": "MR"})
+    np.testing.assert_array_equal(mr.vertebrae.array, ct.vertebrae.array)
+    assert mr.level_names == ct.level_names and mr.params["vertebrae"] == ct.params["vertebrae"]
+    assert mr.image.spacing == ct.image.spacing and mr.image.origin == ct.image.origin
+    # T1-like: subcutaneous fat bright, bone marrow darker, no negative intensities.
+    fat = (ct.image.array > -130) & (ct.image.array < -70)
+    assert mr.image.array.min() >= 0
+    assert np.median(mr.image.array[fat]) > 1.3 * np.median(mr.image.array[ct.vertebrae.array > 0])
+
+
 def test_dataset_plan_is_balanced_mixed_and_reproducible():
     plan = plan_ovf_dataset(200, seed=11)
     labels = np.array([entry["label"] for entry in plan])

@@ -1,9 +1,10 @@
-"""Write phantoms as real files: DICOM series, DX/CR radiographs, PNG, NIfTI.
+"""Write phantoms as real files: DICOM series, DX/CR radiographs, PNG, NIfTI, truth.
 
 The files carry the headers a hospital PACS would send (patient, study,
 series, frame of reference, geometry, rescale, window), so that the readers
 are exercised as they will be on real data.  UIDs are deterministic when a
-``seed`` is given.
+``seed`` is given.  :func:`truth_json` makes a phantom's ground truth
+JSON-friendly for its truth file.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from pydicom.uid import (
 )
 
 from mskai.image import Image
+from mskai.results import to_jsonable
 
 MANUFACTURER = "MSKAI phantom"
 DEFAULT_PATIENT = {"name": "PHANTOM^MSKAI", "id": "MSKAI-PH-0001", "sex": "O",
@@ -337,3 +339,10 @@ def write_nifti(image: Image, path: str | Path) -> Path:
     if not str(path).endswith((".nii", ".nii.gz")):
         raise ValueError(f"a NIfTI path ends with .nii or .nii.gz, got {path}")
     return write_image(image, path)
+
+
+def truth_json(value: Any) -> Any:
+    """``value`` with JSON types only, for a phantom's truth file: unlike
+    ``result.json``, NaN and infinities stay floats (truth files are read back by
+    Python's json)."""
+    return to_jsonable(value, nan_to_null=False)

@@ -48,8 +48,7 @@ from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont
 from scipy import ndimage
 
-from mskai.phantoms.writers import write_png, write_radiograph_dicom
-from mskai.results import to_jsonable
+from mskai.phantoms.writers import truth_json, write_png, write_radiograph_dicom
 from mskai.wrist.scoring import VIEW_KEYPOINTS, grade_total, score_layout
 from mskai.wrist.tags import TAG_KEYWORDS
 
@@ -112,8 +111,8 @@ class WristCase:
                           for k, v in self.keypoints.items()},
             "artifact": self.artifact, "artifact_kind": self.artifact_kind,
             "artifact_pixels": int(self.artifact_mask.sum()),
-            "marker": _truth_json(self.marker), "positioning": _truth_json(self.positioning),
-            "expected": _truth_json(self.expected),
+            "marker": truth_json(self.marker), "positioning": truth_json(self.positioning),
+            "expected": truth_json(self.expected),
         }
 
 
@@ -1240,8 +1239,3 @@ def make_chest_radiograph(seed: int, size: tuple[int, int] = (1000, 1100)) -> np
     add(soft, [(_ellipse((cx + 40, rows * 0.62), cols * 0.14, rows * 0.16, n=60), True)], 0.7)  # heart
     add(bone, [(_rect((cx, rows * 0.55), 60 / sp * 0.35, rows * 1.1), True)], 1.3)  # spine
     return _expose(soft + bone, np.zeros_like(soft), rng, True)
-
-
-def _truth_json(value: Any) -> Any:
-    """Truth files keep NaN as NaN (they are read back by Python's json)."""
-    return to_jsonable(value, nan_to_null=False)

@@ -1,0 +1,657 @@
+"""Spine and trunk anatomy for volume phantoms, painted in CT numbers (HU).
+
+The pieces are implicit shapes (:mod:`mskai.phantoms.shapes`) in **LPS world
+coordinates**.  Each vertebra is built in its own frame (x to the patient's
+left, y posterior, z superior, origin at the centre of the body) and
+:func:`chain_frames` places the frames from a reference level up and down
+through the discs, so curvature, lateral tilt and the focal kyphosis of a
+collapsed endplate all come from the chain.
+
+* :class:`Vertebra`: body with a cortical shell around a textured trabecular
+  core, pedicles, laminae, articular, transverse and spinous processes,
+  marginal osteophytes, and the endplate depression of a fracture;
+* intervertebral discs, the spinal canal, ribs, the pelvis (sacrum, alae and
+  iliac wings) and the trunk around them (:func:`paint_trunk`: fat, soft
+  tissue, muscles, lung bases, bowel gas, the CT table);
+* contrast: the anatomy is painted in HU (:class:`TissueHU` and each
+  vertebra's bone values) and becomes an MR-like image through a
+  :class:`Contrast` (:data:`MR_T1`, :data:`MR_T2`) without changing a label.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mskai.phantoms.shapes import (
+    Painter,
+    LocalFunction,
+    affine,
+    ellipse_sd,
+    ellipsoid_sd,
+    intersect,
+    rotation_x,
+    rotation_y,
+    slab_sd,
+    soft_ellipse_sd,
+    translation_z,
+)
+
+LEVEL_DIMENSIONS: dict[str, tuple[float, float, float, float]] = {
+    "T6": (19.0, 15.0, 12.5, 4.5), "T7": (19.5, 15.5, 13.0, 4.5), "T8": (20.0, 16.0, 13.5, 5.0),
+    "T9": (20.5, 16.5, 14.0, 5.0), "T10": (21.0, 17.5, 14.5, 5.5), "T11": (22.0, 19.0, 15.0, 6.0),
+    "T12": (23.0, 20.0, 15.5, 7.0), "L1": (24.0, 21.0, 16.0, 8.0), "L2": (25.0, 22.0, 16.5, 9.0),
+    "L3": (26.0, 23.0, 17.0, 10.0), "L4": (26.5, 24.0, 17.0, 10.5), "L5": (26.0, 25.0, 17.0, 11.0),
+}
+"""Nominal adult dimensions per level (mm): body height, body half-width (LR),
+body half-depth (AP), height of the disc below the level."""
+RIB_LEVELS = ("T6", "T7", "T8", "T9", "T10", "T11", "T12")
+"""The levels :func:`paint_spine` gives a pair of ribs."""
+POSTERIOR_WALL = 0.8
+"""The body's posterior wall is flat at 0.8 x its half-depth behind the centre."""
+WEDGE_RIM_MM = 3.0
+"""A wedge's height loss is full this far inside the anterior rim."""
+UPPER_ENDPLATE_SHARE = {"wedge": 0.8, "biconcave": 0.55, "crush": 0.5}
+"""Share of a fracture's height loss taken by the upper endplate, per shape."""
+
+
+# ============================================================================ anatomy
+
+@dataclass
+class Osteophyte:
+    """An age-related marginal spur: on the upper (``endplate`` +1) or lower (-1)
+    endplate, ``length`` beyond the rim and ``thickness`` at its base (mm)."""
+
+    endplate: float
+    length: float
+    thickness: float
+
+
+@dataclass
+class Vertebra:
+    """One vertebra: sizes (mm), bone values (HU), its fracture if any, and its
+    frame (4x4 world-from-local; local origin at the body's centre, axes L, P, S).
+
+    ``fracture`` is None or holds ``shape`` (``wedge``, ``biconcave`` or
+    ``crush``), ``height_loss`` (fraction of ``height``) and
+    ``density_gain_hu`` (denser fractured core); other keys are the caller's."""
+
+    name: str
+    height: float
+    half_width: float
+    half_depth: float
+    disc_below: float
+    trabecular_hu: float
+    cortical_hu: float
+    cortex_mm: float
+    fracture: dict[str, Any] | None = None
+    frame: np.ndarray = field(default_factory=lambda: np.eye(4))
+    texture: list[tuple[np.ndarray, float]] = field(default_factory=list)
+    """Plane waves (wave vector rad/mm, phase) of the trabecular pattern."""
+    texture_hu: float = 0.0
+    osteophytes: list[Osteophyte] = field(default_factory=list)
+
+    @property
+    def is_lumbar(self) -> bool:
+        return self.name.startswith("L")
+
+    @property
+    def canal(self) -> tuple[float, float, float]:
+        """The spinal canal behind the body: half-widths (LR, AP) and the AP
+        position (local y) of its centre, mm."""
+        canal_rx, canal_ry = 0.45 * self.half_width + 1.5, 0.42 * self.half_depth + 1.0
+        return canal_rx, canal_ry, POSTERIOR_WALL * self.half_depth + canal_ry
+
+    @property
+    def wedge_depth(self) -> float:
+        """AP distance over which a wedge's loss grows from the posterior wall to
+        its full value, reached 3 mm inside the anterior rim (where the anterior
+        height is measured)."""
+        return (1 + POSTERIOR_WALL) * self.half_depth - WEDGE_RIM_MM
+
+    def endplate_loss(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray | float, np.ndarray | float]:
+        """Depression (mm) of the upper and lower endplate at local (x, y)."""
+        if self.fracture is None:
+            return 0.0, 0.0
+        loss_mm = self.fracture["height_loss"] * self.height
+        shape = self.fracture["shape"]
+        if shape == "wedge":  # full loss at the anterior rim, none at the posterior wall
+            fraction = np.clip((POSTERIOR_WALL * self.half_depth - y) / self.wedge_depth, 0.0, 1.0)
+        elif shape == "biconcave":  # full loss at the centre, none at the rim
+            rho2 = (x / self.half_width) ** 2 + (y / self.half_depth) ** 2
+            fraction = np.clip(1.0 - rho2, 0.0, 1.0)
+        else:  # crush: uniform
+            fraction = np.ones_like(x)
+        total = loss_mm * fraction
+        share = UPPER_ENDPLATE_SHARE[shape]
+        return share * total, (1.0 - share) * total
+
+    def endplate_planes(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        """(drop at the centre mm, flexion tilt rad) of the upper and lower endplate
+        planes the neighbours rest on (the rim of a biconcave body stays intact)."""
+        if self.fracture is None or self.fracture["shape"] == "biconcave":
+            return (0.0, 0.0), (0.0, 0.0)
+        loss_mm = self.fracture["height_loss"] * self.height
+        share = UPPER_ENDPLATE_SHARE[self.fracture["shape"]]
+        if self.fracture["shape"] == "crush":
+            return (share * loss_mm, 0.0), ((1 - share) * loss_mm, 0.0)
+        depth = self.wedge_depth
+        at_centre = POSTERIOR_WALL * self.half_depth / depth
+        upper, lower = share * loss_mm, (1 - share) * loss_mm
+        return (upper * at_centre, math.atan(upper / depth)), (lower * at_centre, math.atan(lower / depth))
+
+
+@dataclass
+class Curvature:
+    """The spine's shape (angles in rad): ``segment_angles`` maps a level to the
+    flexion between it and the level below (positive = kyphosis); the
+    ``reference_level`` is pitched by ``reference_pitch`` and tilted laterally
+    by ``lateral_tilt``; each segment bends laterally by ``lateral_bend_per_level``;
+    ``lumbosacral_angle`` is the flexion between the last level and the sacrum."""
+
+    segment_angles: dict[str, float]
+    lumbosacral_angle: float
+    reference_level: str
+    reference_pitch: float
+    lateral_tilt: float
+    lateral_bend_per_level: float
+
+
+@dataclass
+class Trunk:
+    """The trunk around the spine (mm): an elliptical body (half-axes
+    ``body_half_lr``, ``body_half_ap``) under ``fat_thickness`` of fat, whose back
+    is ``posterior_depth`` behind the vertebral bodies' centres and whose centre
+    lies ``spine_in_body_x`` to the patient's right of the spine; ribs of
+    ``rib_radius`` that descend ``rib_drop`` per quarter turn around the chest;
+    the diaphragm ``diaphragm_level`` T12 heights above T12's centre; iliac
+    wings of half-width ``pelvis_half_width`` whose crests are
+    ``iliac_crest_above_s1`` above S1; bowel gas pockets ``(x, y, z, radius)``: x and y from the spine,
+    z in [-0.5, 0.5] placing the centre 60 +- 30 mm below the diaphragm.
+    ``scale`` is the patient's size (1 = nominal)."""
+
+    scale: float
+    body_half_lr: float
+    body_half_ap: float
+    fat_thickness: float
+    posterior_depth: float
+    spine_in_body_x: float
+    rib_drop: float
+    rib_radius: float
+    diaphragm_level: float
+    iliac_crest_above_s1: float
+    pelvis_half_width: float
+    gas_pockets: list[tuple[float, float, float, float]]
+
+
+@dataclass
+class TissueHU:
+    """CT numbers (HU) of the soft tissues and fluids the trunk and spine are painted with."""
+
+    fat: float
+    soft_tissue: float
+    muscle: float
+    csf: float
+    disc: float
+    lung: float
+    gas: float
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """How anatomy painted in HU shows on another kind of image: a piecewise-linear
+    map through one knot per reference tissue, ``(tissue, HU, intensity)`` in
+    increasing HU (beyond the ends the end intensities hold)."""
+
+    name: str
+    knots: tuple[tuple[str, float, float], ...]
+
+    def render(self, hu: np.ndarray) -> np.ndarray:
+        """``hu`` mapped through the knots, float32."""
+        points = np.array([hu_value for _, hu_value, _ in self.knots], dtype=np.float32)
+        intensities = np.array([intensity for _, _, intensity in self.knots], dtype=np.float32)
+        return np.interp(hu, points, intensities).astype(np.float32)
+
+
+_MR_KNOTS = (  # tissue, HU, T1-like and T2-like intensity
+    ("air", -1024, 0, 0),
+    ("lung", -850, 25, 20),
+    ("fat", -100, 1000, 800),
+    ("water", 0, 300, 1300),
+    ("csf", 15, 180, 1500),
+    ("muscle", 45, 360, 250),
+    ("disc", 90, 280, 900),
+    ("osteoporotic trabecular bone", 130, 680, 560),
+    ("trabecular bone", 280, 520, 400),
+    ("dense trabecular bone", 450, 120, 120),
+    ("cortical bone", 1200, 30, 30),
+)
+MR_T1 = Contrast("MR T1", tuple((tissue, hu, t1) for tissue, hu, t1, _ in _MR_KNOTS))
+"""T1-like: fat and fatty marrow bright, CSF dark, cortical bone and air dark."""
+MR_T2 = Contrast("MR T2", tuple((tissue, hu, t2) for tissue, hu, _, t2 in _MR_KNOTS))
+"""T2-like (fast spin echo): CSF and disc bright, fat fairly bright, muscle, bone and air dark."""
+
+
+# ============================================================================ the chain of frames
+
+def chain_frames(vertebrae: list[Vertebra], curvature: Curvature) -> np.ndarray:
+    """Place every vertebra (sets ``frame``), cranial to caudal in ``vertebrae``,
+    with the reference level's centre at the origin; returns the sacrum's frame
+    (origin at the centre of the S1 upper endplate, under the last vertebra)."""
+    bend = curvature.lateral_bend_per_level
+
+    def cranial_in_caudal(upper: Vertebra, lower: Vertebra) -> np.ndarray:
+        (drop_top, tilt_top), _ = lower.endplate_planes()
+        _, (drop_bottom, tilt_bottom) = upper.endplate_planes()
+        half_turn = affine(rotation_x(curvature.segment_angles[upper.name] / 2) @ rotation_y(bend / 2))
+        return (translation_z(lower.height / 2 - drop_top) @ affine(rotation_x(tilt_top)) @ half_turn
+                @ translation_z(upper.disc_below) @ half_turn @ affine(rotation_x(tilt_bottom))
+                @ translation_z(upper.height / 2 - drop_bottom))
+
+    reference = [v.name for v in vertebrae].index(curvature.reference_level)
+    vertebrae[reference].frame = affine(rotation_x(curvature.reference_pitch) @ rotation_y(curvature.lateral_tilt))
+    for index in range(reference - 1, -1, -1):
+        vertebrae[index].frame = vertebrae[index + 1].frame @ cranial_in_caudal(
+            vertebrae[index], vertebrae[index + 1])
+    for index in range(reference + 1, len(vertebrae)):
+        vertebrae[index].frame = vertebrae[index - 1].frame @ np.linalg.inv(
+            cranial_in_caudal(vertebrae[index - 1], vertebrae[index]))
+    last = vertebrae[-1]
+    _, (drop_bottom, tilt_bottom) = last.endplate_planes()
+    half_turn = affine(rotation_x(curvature.lumbosacral_angle / 2))
+    last_in_sacrum = (half_turn @ translation_z(last.disc_below) @ half_turn @ affine(rotation_x(tilt_bottom))
+                      @ translation_z(last.height / 2 - drop_bottom))
+    return last.frame @ np.linalg.inv(last_in_sacrum)
+
+
+def translate_frames(vertebrae: list[Vertebra], sacrum: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Move every vertebra by ``shift`` (mm); returns the sacrum's frame moved likewise."""
+    move = affine(translation=shift)
+    for vertebra in vertebrae:
+        vertebra.frame = move @ vertebra.frame
+    return move @ sacrum
+
+
+def spine_line(vertebrae: list[Vertebra]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Body centres (z, x, y), sampled at the centres of ``vertebrae`` (cranial to
+    caudal) in increasing z: x and y as functions of z for ``np.interp``."""
+    centres = np.array([v.frame[:3, 3] for v in vertebrae])[::-1]
+    return centres[:, 2], centres[:, 0], centres[:, 1]
+
+
+def mean_bone_hu(vertebrae: list[Vertebra]) -> tuple[float, float]:
+    """Mean cortical and mean trabecular HU of ``vertebrae``."""
+    return (float(np.mean([v.cortical_hu for v in vertebrae])),
+            float(np.mean([v.trabecular_hu for v in vertebrae])))
+
+
+# ============================================================================ painting the column
+
+def paint_spine(p: Painter, vertebrae: list[Vertebra], sacrum: np.ndarray, trunk: Trunk, tissues: TissueHU,
+                sclerosis_hu: float, sclerosis_mm: float) -> None:
+    """The pelvis on ``sacrum``, the discs (the last vertebra's on S1), the canal,
+    the ribs of :data:`RIB_LEVELS`, then the vertebrae labelled 1..n in list
+    order; the pelvis and ribs take their bone values from the vertebrae's.
+    ``sclerosis_hu`` and ``sclerosis_mm`` describe the dense band under a
+    fracture's collapsed endplate (see :func:`paint_vertebra`)."""
+    mean_cortical, mean_trabecular = mean_bone_hu(vertebrae)
+    paint_pelvis(p, sacrum, vertebrae[-1], trunk, 0.85 * mean_cortical, mean_trabecular + 30)
+    s1 = Vertebra("S1", 24.0 * trunk.scale, vertebrae[-1].half_width, vertebrae[-1].half_depth,
+                  0.0, 0, 0, 0, frame=sacrum @ translation_z(-12.0 * trunk.scale))
+    column = [*vertebrae, s1]
+    for upper, lower in zip(column[:-1], column[1:]):
+        paint_disc(p, upper, lower, tissues.disc)
+    for index, v in enumerate(vertebrae):
+        paint_canal(p, v, _disc_above(vertebrae, index), tissues.csf)
+    for v in vertebrae:
+        if v.name in RIB_LEVELS:
+            for side in (-1.0, 1.0):
+                paint_rib(p, v, side, trunk, 0.8 * v.cortical_hu, v.trabecular_hu + 40)
+    for index, v in enumerate(vertebrae):
+        paint_vertebra(p, v, index + 1, _disc_above(vertebrae, index), sclerosis_hu, sclerosis_mm)
+
+
+def _disc_above(vertebrae: list[Vertebra], index: int) -> float:
+    """Height of the disc above ``vertebrae[index]`` (the first one's own disc below stands in)."""
+    return vertebrae[index - 1].disc_below if index else vertebrae[index].disc_below
+
+
+def paint_vertebra(p: Painter, v: Vertebra, label: int, disc_above: float,
+                   sclerosis_hu: float, sclerosis_mm: float) -> None:
+    """Posterior elements, then the body (cortex, textured trabecular core, the
+    sclerotic band of a fracture: ``sclerosis_hu`` denser over ``sclerosis_mm``
+    under the collapsed endplate) and any osteophytes, all labelled ``label``.
+    ``disc_above`` (mm) is how far the articular processes reach up."""
+    # Posterior elements first, so that the body's cortex wins where they meet.
+    _paint_posterior_elements(p, v, label, disc_above)
+    _paint_body(p, v, label, sclerosis_hu, sclerosis_mm)
+    for spur in v.osteophytes:
+        _paint_osteophyte(p, v, spur, label)
+
+
+def _paint_posterior_elements(p: Painter, v: Vertebra, label: int, disc_above: float) -> None:
+    """Pedicles, lamina, articular, transverse and spinous processes around the canal."""
+    h, a, b = v.height, v.half_width, v.half_depth
+    lumbar = v.is_lumbar
+    canal_rx, canal_ry, canal_y = v.canal
+    arch = 4.5 if lumbar else 3.8
+    posterior_hu = v.trabecular_hu + 0.45 * (v.cortical_hu - v.trabecular_hu)
+    f = v.frame
+    pedicle_x, pedicle_rx, pedicle_rz = canal_rx + (3.8 if lumbar else 2.8), 4.0 if lumbar else 3.0, 0.28 * h
+    for side in (-1.0, 1.0):
+        px = side * pedicle_x
+        p.paint(f, (px - pedicle_rx, 0.3 * b, 0.15 * h - pedicle_rz), (px + pedicle_rx, canal_y + 2, 0.15 * h + pedicle_rz),
+                lambda x, y, z, px=px: np.maximum(ellipse_sd(x - px, z - 0.15 * h, pedicle_rx, pedicle_rz),
+                                                  slab_sd(y, 0.3 * b, canal_y + 2)),
+                posterior_hu, label)
+    # Lamina: the posterior half of a ring around the canal, sloping caudally.
+    lam_low, lam_high = -0.5 * h - 0.3 * v.disc_below, 0.3 * h
+    p.paint(f, (-canal_rx - arch, canal_y - 2, lam_low), (canal_rx + arch, canal_y + canal_ry + arch, lam_high),
+            lambda x, y, z: intersect(
+                ellipse_sd(x, y - canal_y, canal_rx + arch, canal_ry + arch),
+                -ellipse_sd(x, y - canal_y, canal_rx, canal_ry), canal_y - 1 - y, slab_sd(z, lam_low, lam_high)),
+            posterior_hu, label)
+    # Articular processes: vertical columns behind the pedicles, reaching the
+    # neighbours' processes across the disc space (1.5 mm facet joint gaps).
+    facet_top, facet_bottom = h / 2 + disc_above / 2 - 0.75, -h / 2 - v.disc_below / 2 + 0.75
+    facet_r = 4.5 if lumbar else 3.5
+    for side in (-1.0, 1.0):
+        fx, fy = side * (canal_rx + 2.5), canal_y + 1.5
+        p.paint(f, (fx - facet_r, fy - facet_r, facet_bottom), (fx + facet_r, fy + facet_r, facet_top),
+                lambda x, y, z, fx=fx, fy=fy: np.maximum(ellipse_sd(x - fx, y - fy, facet_r, facet_r),
+                                                         slab_sd(z, facet_bottom, facet_top)),
+                posterior_hu, label)
+    # Transverse processes: lumbar ones point laterally, thoracic ones posterolaterally.
+    tp_length = (22.0 + (6.0 if v.name == "L3" else 0.0)) if lumbar else 16.0
+    tp_slope = 0.15 if lumbar else 0.7
+    tp_ry, tp_rz = (3.5, 5.0) if lumbar else (4.0, 4.5)
+    tp_start, tp_end = canal_rx + 2.0, a + tp_length
+    for side in (-1.0, 1.0):
+        low_x, high_x = (tp_start, tp_end) if side > 0 else (-tp_end, -tp_start)
+        p.paint(f, (low_x, canal_y - tp_ry, 0.1 * h - tp_rz), (high_x, canal_y + tp_slope * tp_end + tp_ry, 0.1 * h + tp_rz),
+                lambda x, y, z: np.maximum(
+                    ellipse_sd(y - canal_y - tp_slope * (np.abs(x) - tp_start), z - 0.1 * h, tp_ry, tp_rz),
+                    slab_sd(np.abs(x), tp_start, tp_end)),
+                posterior_hu, label)
+    # Spinous process: a midline plate going back (and down, steeply in the thorax).
+    sp_start, sp_length = canal_y + canal_ry + arch - 2, (28.0 if lumbar else 36.0) * (a / 21.0)
+    sp_half_height = 8.0 if lumbar else 5.0
+    sp_drop = 0.15 if lumbar else 0.75
+    sp_half_thickness = 2.8
+    p.paint(f, (-sp_half_thickness - 1, sp_start, -sp_drop * sp_length - sp_half_height),
+            (sp_half_thickness + 1, sp_start + sp_length, sp_half_height),
+            lambda x, y, z: intersect(
+                np.abs(x) - sp_half_thickness - 1.0 * np.clip((y - sp_start) / sp_length, 0, 1),
+                slab_sd(y, sp_start, sp_start + sp_length),
+                np.abs(z + sp_drop * (y - sp_start)) - sp_half_height),
+            posterior_hu, label)
+
+
+def _paint_body(p: Painter, v: Vertebra, label: int, sclerosis_hu: float, sclerosis_mm: float) -> None:
+    """The body: cortical shell, then the trabecular core inside it, then a fracture's sclerotic band."""
+    h, a, b = v.height, v.half_width, v.half_depth
+    f = v.frame
+
+    def body_sd(x: np.ndarray, y: np.ndarray, z: np.ndarray, inset: float) -> np.ndarray:
+        upper_loss, lower_loss = v.endplate_loss(x, y)
+        waist = 1.0 - 0.06 * (1.0 - np.clip(2 * z / h, -1, 1) ** 2)  # concave sides
+        return intersect(
+            ellipse_sd(x / waist, y, a, b) + inset,
+            y - POSTERIOR_WALL * b + inset,
+            slab_sd(z, -h / 2 + lower_loss + inset, h / 2 - upper_loss - inset))
+
+    low, high = (-a, -b, -h / 2), (a, POSTERIOR_WALL * b, h / 2)
+    p.paint(f, low, high, lambda x, y, z: body_sd(x, y, z, 0.0), v.cortical_hu, label)
+    trabecular = v.trabecular_hu + (v.fracture["density_gain_hu"] if v.fracture else 0.0)
+    p.paint(f, low, high, lambda x, y, z: body_sd(x, y, z, v.cortex_mm), _textured(v, trabecular))
+    if v.fracture:
+        # Compressed trabeculae under the collapsed endplate(s): a denser band.
+        band = sclerosis_mm + v.cortex_mm
+
+        def band_sd(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+            upper_loss, lower_loss = v.endplate_loss(x, y)
+            near_upper = (h / 2 - upper_loss - band) - z
+            near_lower = z - (-h / 2 + lower_loss + band)
+            nearest = near_upper if v.fracture["shape"] == "wedge" else np.minimum(near_upper, near_lower)
+            return np.maximum(body_sd(x, y, z, v.cortex_mm), nearest)
+
+        p.paint(f, low, high, band_sd, _textured(v, trabecular + sclerosis_hu))
+
+
+def _textured(v: Vertebra, mean_hu: float) -> LocalFunction:
+    """Trabecular bone: ``mean_hu`` plus a sum of plane waves (local mm)."""
+    def value(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        total = np.float32(mean_hu)
+        scale = np.float32(v.texture_hu / math.sqrt(len(v.texture) / 2)) if v.texture else np.float32(0)
+        for wave, phase in v.texture:
+            total = total + scale * np.sin(np.float32(wave[0]) * x + np.float32(wave[1]) * y
+                                           + np.float32(wave[2]) * z + np.float32(phase))
+        return total
+    return value
+
+
+def _paint_osteophyte(p: Painter, v: Vertebra, spur: Osteophyte, label: int) -> None:
+    """A bony lip along the anterior and lateral rim of one endplate, bending
+    toward the disc, thinning to its tip."""
+    a, b, h = v.half_width, v.half_depth, v.height
+    length, thickness, side = spur.length, spur.thickness, spur.endplate
+    edge = side * h / 2
+
+    def spur_sd(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        out = ellipse_sd(x, y, a, b)  # distance beyond the rim
+        taper = thickness * np.clip(1.0 - out / length, 0.0, 1.0)
+        tip_z = edge + side * 0.4 * np.clip(out, 0.0, None) - side * taper / 2
+        return intersect(-out - 1.0, out - length, np.abs(z - tip_z) - taper / 2, y + 0.2 * b)
+
+    reach = length + 1.0
+    p.paint(v.frame, (-a - reach, -b - reach, edge - thickness - 3), (a + reach, 0.2 * b, edge + thickness + 3),
+            spur_sd, v.cortical_hu * 0.9, label)
+
+
+def paint_canal(p: Painter, v: Vertebra, disc_above: float, value: float) -> None:
+    """The spinal canal behind ``v``'s body, reaching halfway into the discs above and below."""
+    h = v.height
+    canal_rx, canal_ry, canal_y = v.canal
+    top, bottom = h / 2 + disc_above / 2 + 0.5, -h / 2 - v.disc_below / 2 - 0.5
+    p.paint(v.frame, (-canal_rx, canal_y - canal_ry, bottom), (canal_rx, canal_y + canal_ry, top),
+            lambda x, y, z: np.maximum(ellipse_sd(x, y - canal_y, canal_rx, canal_ry), slab_sd(z, bottom, top)),
+            value)
+
+
+def paint_disc(p: Painter, upper: Vertebra, lower: Vertebra, value: float) -> None:
+    """The disc fills the space between the two endplates (and any endplate depression)."""
+    to_upper = np.linalg.inv(upper.frame) @ lower.frame
+    a, b = (upper.half_width + lower.half_width) / 2, (upper.half_depth + lower.half_depth) / 2
+    bottom = lower.height / 2 - lower.height * 0.35  # deepest depression a fracture can make
+    top = lower.height / 2 + upper.disc_below + upper.height * 0.35 + 4.0
+
+    def disc_sd(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        upper_loss, _ = lower.endplate_loss(x, y)
+        ux = to_upper[0, 0] * x + to_upper[0, 1] * y + to_upper[0, 2] * z + to_upper[0, 3]
+        uy = to_upper[1, 0] * x + to_upper[1, 1] * y + to_upper[1, 2] * z + to_upper[1, 3]
+        uz = to_upper[2, 0] * x + to_upper[2, 1] * y + to_upper[2, 2] * z + to_upper[2, 3]
+        _, lower_loss_of_upper = upper.endplate_loss(ux, uy)
+        return intersect(
+            ellipse_sd(x, y, a * 1.03, b * 1.03), y - POSTERIOR_WALL * b,
+            lower.height / 2 - upper_loss - z, uz - (-upper.height / 2 + lower_loss_of_upper))
+
+    p.paint(lower.frame, (-a * 1.05, -b * 1.05, bottom), (a * 1.05, POSTERIOR_WALL * b, top), disc_sd, value)
+
+
+def paint_rib(p: Painter, v: Vertebra, side: float, trunk: Trunk, cortex_hu: float, marrow_hu: float) -> None:
+    """A rib on ``side`` (+1 left, -1 right) as a chain of capsules: head at the
+    body, neck along the transverse process, then around the chest wall
+    descending anteriorly (T11 and T12 are short, floating ribs)."""
+    a, b, h = v.half_width, v.half_depth, v.height
+    radius = trunk.rib_radius
+    chest_a = trunk.body_half_lr - trunk.fat_thickness - 18.0
+    chest_b = trunk.body_half_ap - trunk.fat_thickness - 15.0
+    tubercle = np.array([side * (a + 16.0), b + 22.0, 0.15 * h])
+    start_angle = math.asin(min(0.9, (a + 16.0) / chest_a))
+    centre_y = tubercle[1] - chest_b * math.cos(start_angle)
+    end_angle = {"T12": 1.25, "T11": 1.7}.get(v.name, 2.6)
+    points = [np.array([side * 0.85 * a, 0.45 * b, 0.3 * h]), tubercle]
+    for angle in np.linspace(start_angle, end_angle, 9)[1:]:
+        drop = trunk.rib_drop * (angle - start_angle) / (math.pi / 2)
+        points.append(np.array([side * chest_a * math.sin(angle), centre_y + chest_b * math.cos(angle),
+                                0.15 * h - drop]))
+    for start, end in zip(points[:-1], points[1:]):
+        low, high = np.minimum(start, end) - radius, np.maximum(start, end) + radius
+        segment = end - start
+        length2 = float(segment @ segment)
+
+        def capsule_sd(x: np.ndarray, y: np.ndarray, z: np.ndarray, start=start, segment=segment,
+                       length2=length2, inset: float = 0.0) -> np.ndarray:
+            t = np.clip(((x - start[0]) * segment[0] + (y - start[1]) * segment[1]
+                         + (z - start[2]) * segment[2]) / length2, 0, 1)
+            return np.sqrt((x - start[0] - t * segment[0]) ** 2 + (y - start[1] - t * segment[1]) ** 2
+                           + (z - start[2] - t * segment[2]) ** 2) - radius + inset
+
+        p.paint(v.frame, low, high, capsule_sd, cortex_hu)
+        p.paint(v.frame, low, high, lambda x, y, z, sd=capsule_sd: sd(x, y, z, inset=1.5), marrow_hu)
+
+
+def paint_pelvis(p: Painter, sacrum: np.ndarray, l5: Vertebra, trunk: Trunk, cortex_hu: float,
+                 marrow_hu: float) -> None:
+    """Sacrum (S1 body under ``l5``, alae, tapering lower segments) and the iliac
+    wings as a bowl shell, all in the sacrum's frame."""
+    s = trunk.scale
+    a, b = l5.half_width * 1.02, l5.half_depth * 0.98
+    # S1 body and the lower sacral segments, curving back.
+    segment = sacrum.copy()
+    height = 24.0 * s
+    for index in range(4):
+        ra, rb = a * (1 - 0.2 * index), b * (1 - 0.18 * index)
+        centre = segment @ translation_z(-height / 2)
+        for value, inset in ((cortex_hu, 0.0), (marrow_hu, 1.3)):
+            p.paint(centre, (-ra, -rb, -height / 2), (ra, rb, height / 2),
+                    lambda x, y, z, ra=ra, rb=rb, hh=height / 2, inset=inset: np.maximum(
+                        ellipse_sd(x, y, ra, rb) + inset, np.abs(z) - hh + inset), value)
+        segment = segment @ translation_z(-height) @ affine(rotation_x(-math.radians(12)))
+        height *= 0.8
+    # Alae: the wide lateral masses of S1/S2 reaching the sacroiliac joints.
+    ala_x, ala_low, ala_high = 55.0 * s, -55.0 * s, -4.0
+    for value, inset in ((cortex_hu, 0.0), (marrow_hu, 1.5)):
+        p.paint(sacrum, (-ala_x, -0.6 * b, ala_low), (ala_x, b + 12, ala_high),
+                lambda x, y, z, inset=inset: intersect(
+                    ellipse_sd(x, y - 0.3 * b, ala_x, 0.9 * b + 8) + inset,
+                    slab_sd(z, ala_low, ala_high) + inset), value)
+    # Iliac wings: the lower half of an ellipsoidal bowl centred at the crest,
+    # without its middle (the sacrum) and its front (the pelvic inlet).
+    crest = trunk.iliac_crest_above_s1
+    half_lr, half_ap, depth = trunk.pelvis_half_width, 85.0 * s, 125.0 * s
+    bowl_y = 0.3 * b - 15.0
+    thickness = 7.0
+    for value, inset in ((cortex_hu, 0.0), (marrow_hu, 1.6)):
+        p.paint(sacrum, (-half_lr - 5, bowl_y - half_ap - 5, crest - depth), (half_lr + 5, bowl_y + half_ap + 5, crest),
+                lambda x, y, z, inset=inset: intersect(
+                    np.abs(ellipsoid_sd(x, y - bowl_y, z - crest, half_lr, half_ap, depth) + thickness / 2)
+                    - thickness / 2 + inset,
+                    ala_x - 3.0 - np.abs(x), (bowl_y - 0.25 * half_ap) - y, z - crest), value)
+
+
+# ============================================================================ painting the trunk
+
+_WORLD = np.eye(4)
+_FAR = 1e4
+"""mm: the reach of a box that is unbounded along an axis (the body along z)."""
+
+
+def paint_trunk(p: Painter, trunk: Trunk, tissues: TissueHU, body_centre: np.ndarray,
+                spine: tuple[np.ndarray, np.ndarray, np.ndarray], diaphragm_z: float,
+                table_gap_mm: float | None) -> None:
+    """Body, fat, muscles, lung bases, bowel gas and the table (world frame, LPS mm).
+
+    ``body_centre`` is the body ellipse's (x, y); ``spine`` is :func:`spine_line`,
+    which the muscles, lungs and gas follow; the lungs lie above
+    ``diaphragm_z``.  The CT table lies ``table_gap_mm`` behind the patient's
+    back; None leaves it out (MR tables do not show)."""
+    half_lr, half_ap, fat = trunk.body_half_lr, trunk.body_half_ap, trunk.fat_thickness
+    cx, cy = body_centre
+    p.paint(_WORLD, (cx - half_lr, cy - half_ap, -_FAR), (cx + half_lr, cy + half_ap, _FAR),
+            lambda x, y, z: soft_ellipse_sd(x - cx, y - cy, half_lr, half_ap), tissues.fat)
+    p.paint(_WORLD, (cx - half_lr, cy - half_ap, -_FAR), (cx + half_lr, cy + half_ap, _FAR),
+            lambda x, y, z: soft_ellipse_sd(x - cx, y - cy, half_lr - fat, half_ap - 0.7 * fat), tissues.soft_tissue)
+    # The CT table under the patient's back: a carbon-fibre sandwich (two 2 mm
+    # skins around a foam core), slightly curved.
+    if table_gap_mm is not None:
+        table_top = cy + half_ap + table_gap_mm
+        for value, top, bottom in ((300.0, 0.0, 12.0), (-900.0, 2.0, 10.0)):
+            p.paint(_WORLD, (cx - 230, table_top - 40, -_FAR), (cx + 230, table_top + 14, _FAR),
+                    lambda x, y, z, top=top, bottom=bottom: intersect(
+                        slab_sd(y - table_top + (x - cx) ** 2 * np.float32(1 / 1200.0), top, bottom),
+                        np.abs(x - cx) - 225.0), value)
+    around = _AroundSpine(spine)
+    # Erector spinae behind the laminae, psoas beside the lumbar bodies.
+    for side in (-1.0, 1.0):
+        mx = side * 28.0
+        p.paint(_WORLD, (around.x_low + mx - 23, around.y_low + 28, -_FAR),
+                (around.x_high + mx + 23, around.y_high + 82, _FAR),
+                lambda x, y, z, mx=mx: soft_ellipse_sd(*_shift(around.offsets(x, y, z), mx, 55.0), 22.0, 26.0),
+                tissues.muscle)
+        px = side * 38.0
+        p.paint(_WORLD, (around.x_low + px - 18, around.y_low - 18, -_FAR),
+                (around.x_high + px + 18, around.y_high + 14, diaphragm_z - 20),
+                lambda x, y, z, px=px: soft_ellipse_sd(*_shift(around.offsets(x, y, z), px, -2.0), 17.0, 15.0),
+                tissues.muscle)
+    _paint_lung_bases(p, trunk, body_centre, around, diaphragm_z, tissues.lung)
+    for gx, gy, gz, radius in trunk.gas_pockets:
+        centre_z = diaphragm_z - 60.0 + 60.0 * gz
+        p.paint(_WORLD, (around.x_low + gx - radius, around.y_low + gy - radius, centre_z - radius),
+                (around.x_high + gx + radius, around.y_high + gy + radius, centre_z + radius),
+                lambda x, y, z, gx=gx, gy=gy, radius=radius, centre_z=centre_z: ellipsoid_sd(
+                    *_shift(around.offsets(x, y, z), gx, gy), z - centre_z, radius, 0.7 * radius, radius),
+                tissues.gas)
+
+
+class _AroundSpine:
+    """Positions relative to the spine line: the line's (x, y) bounds, and the
+    offsets of points from the line at their own z."""
+
+    def __init__(self, spine: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        z_line, x_line, y_line = spine
+        self.x_low, self.x_high = float(x_line.min()), float(x_line.max())
+        self.y_low, self.y_high = float(y_line.min()), float(y_line.max())
+        # The spine's (x, y) tabulated every 0.5 mm of z: a gather is much cheaper than np.interp.
+        self.table_z0, self.table_step = float(z_line[0]) - 200.0, 0.5
+        table_z = self.table_z0 + self.table_step * np.arange(
+            int((z_line[-1] - z_line[0] + 400.0) / self.table_step) + 1)
+        self.table_x = np.interp(table_z, z_line, x_line).astype(np.float32)
+        self.table_y = np.interp(table_z, z_line, y_line).astype(np.float32)
+
+    def offsets(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y) minus the spine's (x, y) at z."""
+        row = np.clip(((z - np.float32(self.table_z0)) * np.float32(1 / self.table_step)).astype(np.int32),
+                      0, len(self.table_x) - 1)
+        return x - self.table_x[row], y - self.table_y[row]
+
+
+def _paint_lung_bases(p: Painter, trunk: Trunk, body_centre: np.ndarray, around: _AroundSpine,
+                      diaphragm_z: float, value: float) -> None:
+    """Lung bases inside the ribs, around the mediastinum (heart, aorta, spine),
+    above a diaphragm that domes up centrally and sinks into the posterior and
+    lateral recesses."""
+    half_lr, half_ap, fat = trunk.body_half_lr, trunk.body_half_ap, trunk.fat_thickness
+    cx, cy = body_centre
+    # The cage is the ribs' ellipse (see paint_rib) less 8 mm, in spine coordinates.
+    cage_a, cage_b = half_lr - fat - 26.0, half_ap - fat - 23.0
+    cage_y = 38.0 * trunk.scale - 0.95 * (cage_b + 8.0)
+
+    def lung_sd(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        dx, dy = around.offsets(x, y, z)
+        dome = np.clip(1.0 - ((np.abs(dx) - 55.0) * np.float32(1 / 85.0)) ** 2
+                       - ((dy + 40.0) * np.float32(1 / 100.0)) ** 2, 0.0, 1.0)
+        mediastinum = np.minimum(soft_ellipse_sd(dx - 10.0, dy + 60.0, 55.0, 55.0),
+                                 soft_ellipse_sd(dx, dy - 5.0, 30.0, 45.0))
+        return intersect(soft_ellipse_sd(dx, dy - cage_y, cage_a, cage_b),
+                         soft_ellipse_sd(x - cx, y - cy, half_lr - fat - 14.0, half_ap - fat - 12.0),
+                         -mediastinum, diaphragm_z + 50.0 * dome - z)
+
+    p.paint(_WORLD, (around.x_low - cage_a, around.y_low + cage_y - cage_b, diaphragm_z - 1),
+            (around.x_high + cage_a, around.y_high + cage_y + cage_b, _FAR), lung_sd, value)
+
+
+def _shift(offsets: tuple[np.ndarray, np.ndarray], dx: float, dy: float) -> tuple[np.ndarray, np.ndarray]:
+    return offsets[0] - dx, offsets[1] - dy
