@@ -17,7 +17,9 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from mskai.train import TrainConfig, Trainer, cleanup, distributed_context, seed_everything
+from mskai.distributed import cleanup, distributed_context
+from mskai.recipes import TrainConfig
+from mskai.train import Trainer, seed_everything
 
 CASES = 64
 FEATURES = 4

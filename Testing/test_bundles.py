@@ -16,7 +16,7 @@ from safetensors import safe_open
 import mskai.paths
 from mskai import DEMO_DISCLAIMER
 from mskai.bundles import (create_bundle, default_bundle, install_bundle, list_bundles, load_bundle,
-                           verify_all)
+                           load_weights, verify_all)
 from mskai.errors import ModelError
 
 CHECKSUM_MESSAGE = (r"^model file model\.safetensors of bundle {label} does not match its checksum "
@@ -432,3 +432,55 @@ def test_shipped_registry_file_is_valid():
                            "registry.json").read_text())
     assert registry["schema_version"] == 1
     assert isinstance(registry["bundles"], list)
+
+
+# --------------------------------------------------------------------------- loading into a network
+
+def tiny_network() -> torch.nn.Module:
+    """The network whose state :func:`tiny_state_dict` holds."""
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                               torch.nn.Linear(4 * 6 * 6, 2))
+
+
+def test_load_weights_fills_the_network_and_puts_it_in_eval_mode(places):
+    weights = tiny_state_dict()
+    bundle = create_bundle(places["work"] / "b", metadata(), weights)
+    network = tiny_network().train()
+    assert load_weights(network, bundle) is network
+    assert not network.training
+    assert_same_tensors(network.state_dict(), weights, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda w: w.pop("3.bias"), "missing key"),
+    (lambda w: w.update({"3.bias": torch.zeros(5)}), "shape"),
+    (lambda w: w.update({"extra.weight": torch.zeros(1)}), "unexpected key"),
+])
+def test_load_weights_that_do_not_fit_is_one_line_naming_the_bundle(places, edit, problem):
+    weights = tiny_state_dict()
+    edit(weights)
+    bundle = create_bundle(places["work"] / "b", metadata(), weights)
+    with pytest.raises(ModelError, match=r"^model bundle wrist-test@1\.0\.0: weights do not fit its "
+                                         r"architecture \(Error\(s\) in loading state_dict for "
+                                         r"Sequential:\)$"):
+        load_weights(tiny_network(), bundle)
+
+
+def test_load_weights_defaults_fill_only_what_the_bundle_lacks(places):
+    weights = tiny_state_dict()
+    stored_bias = weights["3.bias"].clone()
+    weights.pop("1.running_mean")
+    bundle = create_bundle(places["work"] / "b", metadata(), weights)
+    network = load_weights(tiny_network(), bundle,
+                           defaults={"1.running_mean": torch.full((4,), 7.0), "3.bias": torch.zeros(2)})
+    assert torch.equal(network[1].running_mean, torch.full((4,), 7.0))
+    assert torch.equal(network[3].bias.detach(), stored_bias)
+
+
+def test_load_weights_refuses_a_damaged_weights_file(places):
+    bundle = create_bundle(places["work"] / "b", metadata(), tiny_state_dict())
+    with open(bundle.path / "model.safetensors", "r+b") as handle:
+        handle.seek(-4, 2)
+        handle.write(b"\0\0\0\0")
+    with pytest.raises(ModelError, match=CHECKSUM_MESSAGE.format(label=r"wrist-test@1\.0\.0")):
+        load_weights(tiny_network(), bundle)

@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from mskai.cli import main
-from mskai.tasks import TASK_NAMES, PlaceholderTask, get_task
+from mskai.tasks import PlaceholderTask, get_task, task_names
 
 
 def test_demo_reads_reformats_and_reports_unbuilt_tasks(tmp_path, monkeypatch, capsys):
@@ -14,7 +14,7 @@ def test_demo_reads_reformats_and_reports_unbuilt_tasks(tmp_path, monkeypatch, c
     out = tmp_path / "demo"
     main(["demo", "--output", str(out)])  # exit status depends on the built tasks' demos (tested there)
     err = capsys.readouterr().err
-    for task in TASK_NAMES:
+    for task in task_names():
         if isinstance(get_task(task), PlaceholderTask):
             assert f"{task}: not available yet" in err
         else:

@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 from mskai import fast_inference
-from mskai.wrist.nets import GU2Net, LoadedModel, MobileNetV2, Preprocessing, WristModels
+from mskai.wrist.models import LoadedModel, WristModels
+from mskai.wrist.networks import GU2Net, MobileNetV2
+from mskai.wrist.preprocessing import Preprocessing
 
 needs_onnxruntime = pytest.mark.skipif(not fast_inference.onnxruntime_available(),
                                        reason="onnxruntime and onnx are optional and not installed")

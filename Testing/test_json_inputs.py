@@ -1,6 +1,6 @@
 """Every JSON file a user hands MSKAI (recipes, keypoints, Slicer markups, segment names,
 the model registry) is refused with one line naming the file when it is missing or
-not JSON (mskai.io.read_json)."""
+not JSON (mskai.files.read_json)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from mskai.errors import InputError, ModelError
+from mskai.files import read_json
 from mskai.image import Image
-from mskai.io import read_json
 
 
 def broken(path: Path) -> Path:

@@ -24,15 +24,14 @@ import pytest
 from mskai.errors import InputError, NotAvailableError
 from mskai.image import Image
 from mskai.results import new_result, write_result
-from mskai.tasks import Task
+from mskai.tasks import PlaceholderTask, Task, all_tasks
 from mskai_slicer.module_logic import model_argument, result_rows, score_text, verdict_text
 
 REPOSITORY = Path(__file__).resolve().parent.parent
-MODULE_TASKS = {"SacroiliitisCT": "sij", "SpineOVF": "ovf", "CervicalMR": "cervical", "WristQC": "wrist"}
-# Analyses that have landed are checked on real results: SpineOVF in test_spineovf_logic.py,
-# WristQC in test_wristqc_logic.py.
-PLACEHOLDER_MODULES = {module: task for module, task in MODULE_TASKS.items()
-                       if module not in ("SpineOVF", "WristQC")}
+MODULE_TASKS = {task.slicer_module: task.name for task in all_tasks()}
+# Analyses that have landed are checked on real results (test_<module>_logic.py); the
+# registry says which have not.
+PLACEHOLDER_MODULES = {task.slicer_module: task.name for task in all_tasks() if isinstance(task, PlaceholderTask)}
 # Slicer puts each scripted module's folder on sys.path; do the same for <Module>Lib.
 for _module in MODULE_TASKS:
     if str(REPOSITORY / _module) not in sys.path:

@@ -1,4 +1,5 @@
-"""Screening over many studies: ``mskai.ovf.batch.run_batch`` and ``mskai batch ovf``.
+"""Screening over many studies: ``mskai.ovf.TASK.batch`` (the shared runner, :mod:`mskai.batch`, with
+SpineOVF's plan) and ``mskai batch ovf``.
 
 Studies are small spine phantoms (mskai.ovf.phantoms, resampled to 2.5 mm so
 that they are quick) written as real files: two DICOM study folders with their
@@ -24,7 +25,9 @@ import torch
 from mskai.errors import InputError, ModelError
 from mskai.geometry import resample_to_spacing
 from mskai.ovf import batch
-from mskai.ovf.batch import WORKLIST_COLUMNS, find_studies, run_batch
+from mskai.batch import BatchItem
+from mskai.ovf import TASK as OVF
+from mskai.ovf.batch import WORKLIST_COLUMNS, find_studies
 from mskai.ovf.model import build_model, save_ovf_bundle
 from mskai.ovf.phantoms import make_spine_case, write_spine_case
 
@@ -100,7 +103,7 @@ def result_of(output: Path, study_path: Path) -> dict:
 def first_run(studies, tiny_bundle, tmp_path_factory) -> dict:
     """One single-process batch over the study folder (shared by several tests)."""
     output = tmp_path_factory.mktemp("batch") / "out"
-    summary = run_batch(studies["root"], output, model=tiny_bundle, device="cpu")
+    summary = OVF.batch(studies["root"], output, model=tiny_bundle, device="cpu")
     return {"output": output, "summary": summary, "rows": read_worklist(output / "worklist.csv")}
 
 
@@ -110,9 +113,9 @@ def test_folder_studies_are_subfolders_and_image_files(studies):
     found = find_studies(studies["root"])
     assert [study.path.name for study in found] == ["alpha", "beta", "corrupt", "gamma.nii.gz"]
     by_name = {study.path.name: study for study in found}
-    assert by_name["alpha"].vertebrae == studies["alpha"] / "vertebrae.nii.gz"
-    assert by_name["gamma.nii.gz"].vertebrae == studies["root"] / "gamma_vertebrae.nii.gz"
-    assert by_name["corrupt"].vertebrae is None
+    assert by_name["alpha"].companion == studies["alpha"] / "vertebrae.nii.gz"
+    assert by_name["gamma.nii.gz"].companion == studies["root"] / "gamma_vertebrae.nii.gz"
+    assert by_name["corrupt"].companion is None
     keys = [study.key for study in found]
     assert len(set(keys)) == 4 and keys[0].startswith("alpha-") and keys[3].startswith("gamma-")
     assert find_studies(studies["root"]) == found  # keys are stable across runs
@@ -143,7 +146,7 @@ def test_bad_batch_input_is_one_clear_line(tmp_path, make, message):
 # ---- one process ----------------------------------------------------------------------
 
 def test_worklist_row_names_the_level_else_the_position():
-    study = batch.Study(Path("/data/study-7"), None, "study-7-0123abcd")
+    study = BatchItem(Path("/data/study-7"), "study-7-0123abcd")
     result = {"input": {"study_instance_uid": "1.2.840.7", "patient_id": "P7"}, "probability": 0.876549,
               "verdict": "fracture", "warnings": ["slice spacing is not uniform", "gantry tilt"],
               "coordinate_system": "LPS", "suspected_level": "L1",
@@ -155,7 +158,7 @@ def test_worklist_row_names_the_level_else_the_position():
     unnamed = {**result, "suspected_level": None, "evidence": [{"position_mm": [1.04, -2.06, 3.0], "level": None}]}
     assert batch.worklist_row(study, unnamed)["suspected_level"] == "(1.0, -2.1, 3.0) mm LPS"
     assert batch.worklist_row(study, {**unnamed, "evidence": []})["suspected_level"] == ""
-    failed = batch.worklist_row(study, None, "not a CT")
+    failed = batch.failed_row(study, "not a CT")
     assert failed["status"] == "failed: not a CT" and failed["probability"] == failed["study_uid"] == ""
 
 
@@ -196,7 +199,7 @@ def test_worklist_is_sorted_and_failure_recorded(first_run, studies):
 
 
 def test_failing_study_is_logged_in_one_line(studies, negative_bundle, tmp_path, capfd):
-    run_batch([studies["corrupt"], studies["beta"]], tmp_path / "out", model=negative_bundle, device="cpu")
+    OVF.batch([studies["corrupt"], studies["beta"]], tmp_path / "out", model=negative_bundle, device="cpu")
     lines = [line for line in capfd.readouterr().err.splitlines() if "failed:" in line]
     assert len(lines) == 1 and lines[0].startswith(f"ovf batch: {studies['corrupt']}: failed: ")
     rows = read_worklist(tmp_path / "out" / "worklist.csv")
@@ -213,27 +216,27 @@ def test_resume_skips_finished_studies_and_retries_failures(first_run, studies, 
     before = {path: path.stat().st_mtime_ns for path in (output / "studies").rglob("result.json")}
     assert len(before) == 3
     analysed: list[str] = []
-    original = batch._Analyser.__call__
+    original = batch.study_source
 
-    def counting(self, study, output_dir):
+    def counting(study):
         analysed.append(study.path.name)
-        return original(self, study, output_dir)
+        return original(study)
 
-    monkeypatch.setattr(batch._Analyser, "__call__", counting)
-    summary = run_batch(studies["root"], output, resume=True, model=tiny_bundle, device="cpu")
+    monkeypatch.setattr(batch, "study_source", counting)
+    summary = OVF.batch(studies["root"], output, resume=True, model=tiny_bundle, device="cpu")
     assert analysed == ["corrupt"]  # only the failure is tried again
     assert summary["skipped"] == 3 and summary["failed"] == 1
     assert {path: path.stat().st_mtime_ns for path in (output / "studies").rglob("result.json")} == before
     assert read_worklist(output / "worklist.csv") == first_run["rows"]
 
     analysed.clear()
-    run_batch(studies["root"], output, resume=False, model=tiny_bundle, device="cpu", evidence="none")
+    OVF.batch(studies["root"], output, resume=False, model=tiny_bundle, device="cpu", evidence="none")
     assert sorted(analysed) == ["alpha", "beta", "corrupt", "gamma.nii.gz"]  # without resume: all again
 
 
 def test_bad_model_stops_the_batch_with_one_line(studies, tmp_path):
     with pytest.raises(ModelError) as raised:
-        run_batch(studies["root"], tmp_path / "out", model=tmp_path / "no-bundle", device="cpu")
+        OVF.batch(studies["root"], tmp_path / "out", model=tmp_path / "no-bundle", device="cpu")
     assert "\n" not in str(raised.value)
     assert not (tmp_path / "out" / "worklist.csv").exists()
 

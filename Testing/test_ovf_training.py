@@ -120,6 +120,7 @@ def test_recipe_json_file_overrides_fields(tmp_path):
     ({"learning_rate": 0.1}, "unknown recipe field(s) learning_rate"),
     ({"base": "fast"}, "base 'fast' must be one of paper, demo"),
     ({"preprocessing": {"size": 96}}, "preprocessing size 96 differs from architecture image_size 224"),
+    ({"augmentation": {"rotation_deg": "ten"}}, "recipe.json: could not convert string to float: 'ten'"),
 ])
 def test_bad_recipe_is_one_line(tmp_path, content, expected):
     path = tmp_path / "recipe.json"

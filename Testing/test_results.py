@@ -6,7 +6,8 @@ import pytest
 from PIL import Image as PILImage
 
 from mskai.image import Image
-from mskai.results import StageTimer, new_result, save_overlay_png, window_to_uint8, write_result
+from mskai.results import (StageTimer, add_stage_seconds, new_result, save_overlay_png, window_to_uint8,
+                           write_result)
 
 
 def test_result_has_required_keys_and_input_description(tmp_path):
@@ -50,6 +51,15 @@ def test_stage_timer_sums_stages():
     d = timer.as_dict()
     assert set(d) == {"a", "b", "total"}
     assert d["total"] == pytest.approx(d["a"] + d["b"], abs=2e-4)
+
+
+def test_a_stage_timed_after_the_analysis_joins_the_total():
+    result = {"timing": {"read": 0.5, "model": 1.25, "total": 1.75}}
+    add_stage_seconds(result, "write", 0.25)
+    assert result["timing"] == {"read": 0.5, "model": 1.25, "write": 0.25, "total": 2.0}
+    empty: dict = {}
+    add_stage_seconds(empty, "write", 0.123456)
+    assert empty["timing"] == {"write": 0.1235, "total": 0.1235}
 
 
 def test_window_maps_center_and_edges():

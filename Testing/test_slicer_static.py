@@ -15,16 +15,17 @@ from pathlib import Path
 
 import pytest
 
+from mskai.tasks import all_tasks
+
 REPOSITORY = Path(__file__).resolve().parent.parent
-MODULES = ("SacroiliitisCT", "SpineOVF", "CervicalMR", "WristQC")
+MODULES = tuple(task.slicer_module for task in all_tasks())  # the registry's; checked against the folders below
 
 
 def analysis_not_built(module: str) -> bool:
     """True while the module's task is still a placeholder ("not available yet")."""
-    from mskai.tasks import TASK_NAMES, PlaceholderTask, get_task
+    from mskai.tasks import PlaceholderTask, task_for_module
 
-    task = next(name for name, (_, _, slicer_module) in TASK_NAMES.items() if slicer_module == module)
-    return isinstance(get_task(task), PlaceholderTask)
+    return isinstance(task_for_module(module), PlaceholderTask)
 WIDGET_MIXIN = REPOSITORY / "mskai_slicer" / "module_widget.py"
 QT_ONLY_PACKAGES = {"qt", "ctk", "PythonQt"}
 # Modules of Slicer's Python that exist only in the desktop application (they need Qt).

@@ -6,10 +6,12 @@ from __future__ import annotations
 import csv
 import importlib.util
 import io
+import json
 import math
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,8 @@ from torch.utils.data import Dataset, TensorDataset
 from mskai import progress as progress_module
 from mskai.errors import InputError, ModelError
 from mskai.progress import log, progress
-from mskai.train import TrainConfig, Trainer, freeze_batchnorm, seed_everything
+from mskai.recipes import TrainConfig, plain_fields, read_recipe
+from mskai.train import Trainer, freeze_batchnorm, load_weights, seed_everything
 
 TESTING = Path(__file__).resolve().parent
 REPOSITORY = TESTING.parent
@@ -181,6 +184,15 @@ def test_checkpoints_load_with_weights_only_and_restore_the_model(tmp_path, sche
     restored.load_state_dict(last["model"])
     assert_same_weights(model, restored)
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary file
+
+
+def test_load_weights_puts_a_checkpoints_model_into_a_module_and_gives_its_epoch(tmp_path):
+    model, history = train(tmp_path, epochs=3)
+    restored = problem.build_model(seed=99)
+    assert load_weights(restored, tmp_path / "last.pt") == 3
+    assert_same_weights(model, restored)
+    best_epoch = 1 + min(range(3), key=lambda i: history["val_loss"][i])
+    assert load_weights(problem.build_model(seed=99), tmp_path / "best.pt") == best_epoch
 
 
 def test_plateau_scheduler_halves_the_lr_after_patience(tmp_path):
@@ -475,3 +487,118 @@ def test_without_a_validation_set_the_log_says_so_instead_of_a_nan_loss(tmp_path
     assert "no validation set" in line and "val_loss" not in line and "train_loss" in line
     _, rows = read_log(tmp_path)
     assert rows[0]["val_loss"] == "nan"  # the CSV keeps its columns
+
+
+# --------------------------------------------------------------------- recipes
+
+@dataclass
+class ToyComponent:
+    size: int
+    train: TrainConfig
+    options: dict
+
+    def to_dict(self) -> dict:
+        return plain_fields(self)
+
+
+@dataclass
+class ToyRecipe:
+    name: str
+    seed: int
+    encoder: ToyComponent
+    schedule: dict
+
+    def to_dict(self) -> dict:
+        return plain_fields(self)
+
+
+def _toy(name: str, seed: int) -> ToyRecipe:
+    return ToyRecipe(name, seed, ToyComponent(8, TrainConfig(epochs=2, betas=(0.8, 0.9)),
+                                              {"depth": {"levels": 3, "width": 4}}),
+                     {"warmup": 1, "steps": [1, 2]})
+
+
+TOY_RECIPES = {"paper": lambda: _toy("paper", 0), "small": lambda: _toy("small", 7)}
+
+
+def build_toy(fields: dict) -> ToyRecipe:
+    encoder = dict(fields["encoder"])
+    encoder["train"] = TrainConfig.from_dict(encoder["train"])
+    return ToyRecipe(**{**fields, "encoder": ToyComponent(**encoder)})
+
+
+def read_toy(recipe):
+    return read_recipe(recipe, TOY_RECIPES, build_toy, components=("encoder",))
+
+
+def test_plain_fields_gives_json_values_with_nested_recipes_as_their_dicts():
+    values = _toy("paper", 0).to_dict()
+    assert values["encoder"]["train"]["betas"] == [0.8, 0.9]  # tuples become lists
+    assert values["encoder"]["train"] == json.loads(json.dumps(TrainConfig(epochs=2, betas=(0.8, 0.9)).to_dict()))
+    assert list(values) == ["name", "seed", "encoder", "schedule"]  # field order kept
+
+
+def test_read_recipe_by_name_mapping_and_file_merges_overrides_at_every_depth(tmp_path):
+    assert read_toy("small") == _toy("small", 7)
+    merged = read_toy({"base": "small", "encoder": {"train": {"lr": 0.5},
+                                                   "options": {"depth": {"width": 16}}},
+                       "schedule": {"warmup": 3}})
+    assert merged.name == "small+overrides" and merged.seed == 7
+    assert merged.encoder.train.lr == 0.5 and merged.encoder.train.epochs == 2  # kept from base
+    assert merged.encoder.options == {"depth": {"levels": 3, "width": 16}}
+    assert merged.schedule == {"warmup": 3, "steps": [1, 2]}
+    path = tmp_path / "recipe.json"
+    path.write_text('{"name": "mine", "schedule": {"steps": [5]}}', encoding="utf-8")
+    from_file = read_toy(path)
+    assert (from_file.name, from_file.seed, from_file.schedule) == ("mine", 0, {"warmup": 1, "steps": [5]})
+
+
+def test_read_recipe_leaves_the_callers_mapping_untouched():
+    overrides = {"base": "small", "encoder": {"options": {"depth": {"width": 16}}}}
+    recipe = read_toy(overrides)
+    recipe.encoder.options["depth"]["width"] = 99
+    assert overrides == {"base": "small", "encoder": {"options": {"depth": {"width": 16}}}}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"base": "large"}, "the recipe: base 'large' must be one of paper, small"),
+    ({"seeds": 3, "nme": "x"}, "the recipe: unknown recipe field(s) nme, seeds; known: base, encoder, name, "
+                               "schedule, seed"),
+    ({"encoder": 3}, "the recipe: encoder must be an object of component fields"),
+    ({"encoder": {"sise": 3}}, "the recipe: unknown encoder field(s) sise; known: options, size, train"),
+    ({"encoder": {"train": {"epochs": 0}}}, "the recipe: epochs must be an integer >= 1, got 0"),
+    ({"encoder": {"size": None, "train": {"epochs": "x"}}}, "the recipe: epochs must be an integer"),
+])
+def test_bad_overrides_are_one_line_input_errors(overrides, message):
+    with pytest.raises(InputError) as error:
+        read_toy(overrides)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_a_field_of_the_wrong_type_is_an_input_error_naming_the_recipe_file(tmp_path):
+    def strict(fields: dict) -> ToyRecipe:
+        if not isinstance(fields["seed"], int):
+            raise TypeError(f"seed must be an integer, got {fields['seed']!r}")
+        return build_toy(fields)
+
+    path = tmp_path / "recipe.json"
+    path.write_text('{"seed": "seven"}', encoding="utf-8")
+    with pytest.raises(InputError, match=rf"^recipe file {path}: seed must be an integer, got 'seven'$"):
+        read_recipe(path, TOY_RECIPES, strict)
+    with pytest.raises(InputError, match=r"^unknown recipe 'large': use paper, small or a JSON file$"):
+        read_toy("large")
+
+
+# --------------------------------------------------------------------- imports
+
+def test_importing_the_trainer_loads_no_image_readers_and_distributed_needs_no_torch():
+    """The trainer (and the recipes built on it) must stay importable without pydicom and
+    SimpleITK, and the rank helpers that the batch runners share without torch."""
+    code = ("import sys; import mskai.distributed; print('torch' in sys.modules); "
+            "import mskai.train; print('pydicom' in sys.modules, 'SimpleITK' in sys.modules)")
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPOSITORY),
+                                                                              os.environ.get("PYTHONPATH")]))}
+    finished = subprocess.run([sys.executable, "-c", code], env=environment, cwd=REPOSITORY,
+                              capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert finished.stdout.split() == ["False", "False", "False"]

@@ -11,14 +11,18 @@ from __future__ import annotations
 import base64
 import csv
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
 import pydicom
 import pytest
 
+from mskai.batch import find_items
 from mskai.errors import InputError
-from mskai.wrist.batch import department_facts, find_images, run_batch
+from mskai.wrist.batch import batch_plan, department_facts
 from mskai.wrist.phantoms import make_wrist_case, write_wrist_case
 from mskai.wrist.task import WristTask
 from wrist_truth_models import TruthModels
@@ -50,7 +54,7 @@ def _rows(path: Path) -> list[dict]:
 def test_folder_batch_groups_grades_by_device_operator_and_month(department, tmp_path, capsys):
     folder, cases, truths = department
     out = tmp_path / "qc"
-    summary = run_batch(folder, out, model=TruthModels(*cases), task=WristTask())
+    summary = WristTask().batch(folder, out, model=TruthModels(*cases))
     assert "broken.dcm: failed:" in capsys.readouterr().err
 
     rows = _rows(out / "images.csv")
@@ -95,15 +99,15 @@ def test_folder_batch_groups_grades_by_device_operator_and_month(department, tmp
 def test_resume_keeps_done_images_and_retries_failures(department, tmp_path):
     folder, cases, _ = department
     out = tmp_path / "qc"
-    first = run_batch(folder, out, model=TruthModels(*cases), task=WristTask())
+    first = WristTask().batch(folder, out, model=TruthModels(*cases))
     models = TruthModels(*cases)
-    second = run_batch(folder, out, model=models, task=WristTask(), resume=True)
+    second = WristTask().batch(folder, out, model=models, resume=True)
     assert models.calls == {"view": 0, "keypoints": 0, "artifact": 0}  # nothing analysed again
     assert second["reused_from_previous_run"] == 5 and second["n_failed"] == 1  # the broken file was retried
     assert second["by_device"] == first["by_device"] and second["grades"] == first["grades"]
     # Without --resume everything is analysed again.
     models = TruthModels(*cases)
-    run_batch(folder, out, model=models, task=WristTask())
+    WristTask().batch(folder, out, model=models)
     assert models.calls["keypoints"] == 5
 
 
@@ -112,12 +116,12 @@ def test_list_file_and_operator_absent(department, tmp_path):
     names = sorted(truths)[:2]
     listing = tmp_path / "list.txt"
     listing.write_text("# two images\n" + "".join(f"{next(folder.rglob(n))}\n" for n in names))
-    assert [p.name for p in find_images(listing)] == names
+    assert [item.path.name for item in find_items(listing, batch_plan(WristTask()))] == names
     assert department_facts(None) == {"device": "unknown", "operator": "", "month": "unknown", "sop_instance_uid": ""}
     header = pydicom.Dataset()
     header.StationName, header.StudyDate = "CR-ER", "20240315"
     assert department_facts(header)["device"] == "CR-ER" and department_facts(header)["month"] == "2024-03"
-    summary = run_batch(listing, tmp_path / "qc", model=TruthModels(*cases), task=WristTask())
+    summary = WristTask().batch(listing, tmp_path / "qc", model=TruthModels(*cases))
     operators = [t["dicom"]["operator"] for n, t in truths.items() if n in names]
     if not any(operators):
         assert summary["by_operator"] is None
@@ -126,5 +130,29 @@ def test_list_file_and_operator_absent(department, tmp_path):
 
 def test_empty_folder_is_refused(tmp_path):
     (tmp_path / "readme.md").write_text("nothing")
-    with pytest.raises(InputError, match="no DICOM, PNG or JPEG images found"):
-        run_batch(tmp_path, tmp_path / "out", model=TruthModels())
+    with pytest.raises(InputError, match="no images found in folder .* DICOM, PNG or JPEG"):
+        WristTask().batch(tmp_path, tmp_path / "out", model=TruthModels())
+
+
+def test_torchrun_two_processes_give_the_same_rows_and_summary(department, tmp_path):
+    """``mskai batch wrist`` under torchrun (2 CPU ranks, gloo) with the demo bundles:
+    each rank grades half of the images, rank 0 merges; the same rows and grade
+    counts as one process."""
+    folder, _, _ = department
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MSKAI_HOME": str(tmp_path / "home")}
+    command = ["-m", "mskai", "batch", "wrist", str(folder), "--device", "cpu", "--output"]
+    single = subprocess.run([sys.executable, *command, str(tmp_path / "one")], capture_output=True, text=True,
+                            env=env, timeout=300, check=False)
+    assert single.returncode == 0, single.stderr[-3000:]
+    torchrun = Path(sys.executable).parent / "torchrun"
+    shared = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", *command, str(tmp_path / "two")],
+                            capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert shared.returncode == 0, shared.stderr[-3000:]
+    one, two = _rows(tmp_path / "one" / "images.csv"), _rows(tmp_path / "two" / "images.csv")
+    assert [row["path"] for row in two] == [row["path"] for row in one]
+    assert two == one
+    first, second = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("one", "two"))
+    assert second["grades"] == first["grades"] and second["n_failed"] == first["n_failed"] == 1
+    assert len(list((tmp_path / "two" / "images").rglob("result.json"))) == 5
+    assert not (tmp_path / "two" / "parts").exists()
+    assert shared.stderr.count("broken.dcm: failed:") == 1  # whichever rank had it, once

@@ -16,8 +16,10 @@ from mskai.errors import InputError, ModelError
 from mskai.image import Image
 from mskai.wrist.dataset import (Augmentation, CachedCase, KeypointDataset, WristRow, add_dataset_row,
                                  import_markups, random_affine, read_dataset, warp_image, warp_points)
-from mskai.wrist.nets import (GU2Net, InputGeometry, LoadedModel, MobileNetV2, Preprocessing, WristModels,
-                              decode_heatmaps, load_wrist_folder, load_wrist_models, prepare_input)
+from mskai.wrist.heatmaps import decode_heatmaps, grad_cam
+from mskai.wrist.models import LoadedModel, WristModels, load_wrist_folder, load_wrist_models
+from mskai.wrist.networks import GU2Net, MobileNetV2
+from mskai.wrist.preprocessing import InputGeometry, Preprocessing, prepare_input
 from mskai.wrist.recipes import demo_recipe, load_recipe, paper_recipe
 
 DEMO_IDS = ("wrist-artifact-demo", "wrist-keypoints-demo", "wrist-view-demo")
@@ -241,7 +243,7 @@ def test_add_dataset_row_writes_a_dataset_that_reads_back(tmp_path):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda t: t.replace("view,", "side,"), r"lacks the column\(s\) view"),
+    (lambda t: t.replace("view,", "side,"), r"lacks column\(s\) view"),
     (lambda t: t.replace(",AP,", ",PA,"), r"dataset.csv line 2: view 'PA' must be AP or LAT"),
     (lambda t: t.replace(",AP,1,", ",AP,yes,"), r"line 2: artifact 'yes' must be 0, 1 or empty"),
     (lambda t: t.replace("k1.json", "missing.json"), r"line 2: keypoints file .*missing.json does not exist"),
@@ -370,10 +372,7 @@ def test_tiny_training_writes_bundles_that_load_and_evaluate(tmp_path):
 def test_forward_grad_cam_equals_autograd_grad_cam():
     """The forward-pass CAM equals Grad-CAM computed with autograd (the textbook way,
     written here independently) on a random MobileNetV2."""
-    import torch
     import torch.nn.functional as F
-
-    from mskai.wrist.nets import MobileNetV2, grad_cam
 
     torch.manual_seed(3)
     model = MobileNetV2(num_classes=1, width_mult=0.35).eval()

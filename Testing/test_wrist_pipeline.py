@@ -255,9 +255,9 @@ def test_ct_series_refused_by_the_cli(tmp_path, capsys):
 # ---- compressed DICOM, real networks -----------------------------------------------------------
 
 def test_jpeg2000_gives_the_result_of_the_uncompressed_original(lat_case, tmp_path, tiny_bundles):
-    from mskai.wrist.task import load_models
+    from mskai.wrist.task import WristTask
 
-    models = load_models(tiny_bundles, device="cpu")
+    models = WristTask().load_model(tiny_bundles, device="cpu")
     plain = write_wrist_case(lat_case, tmp_path / "plain", photometric="MONOCHROME1")
     compressed = write_wrist_case(lat_case, tmp_path / "j2k", transfer_syntax=JPEG2000Lossless)
     results = []

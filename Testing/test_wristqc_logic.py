@@ -41,11 +41,15 @@ def _truth_logic(case_name: str):
     from mskai.wrist.phantoms import make_wrist_case
     from mskai.wrist.task import DEMO_CASES
     from wrist_truth_models import TruthModels
-    from WristQCLib.logic import WristQCImageTask, WristQCLogic
+    from WristQCLib.logic import WristQCLogic
 
-    seed, options = next((seed, options) for name, seed, options in DEMO_CASES if name == case_name)
-    case = make_wrist_case(seed, **options)
-    return WristQCLogic(task=WristQCImageTask(models=TruthModels(case))), case
+    from mskai.tasks import get_task
+    from mskai_slicer.module_logic import SceneTask
+
+    demo = next(case for case in DEMO_CASES if case.name == case_name)
+    case = make_wrist_case(demo.seed, **demo.options)
+    task = SceneTask(get_task("wrist"), model=TruthModels(case), **WristQCLogic.scene_run_options)
+    return WristQCLogic(task=task), case
 
 
 @pytest.mark.parametrize("case_name", ["excellent_ap", "ring"])

@@ -1,6 +1,6 @@
 """Stand-ins for the WristQC networks in tests (not a test module).
 
-:class:`TruthModels` answers like :class:`mskai.wrist.nets.WristModels` but from
+:class:`TruthModels` answers like :class:`mskai.wrist.models.WristModels` but from
 a phantom's ground truth (keypoints, view, artifact mask), so that the pipeline,
 the batch and the Slicer Logic can be checked exactly and fast, independently
 of how well the demo bundles are trained.  :func:`write_tiny_bundles` writes
@@ -10,12 +10,13 @@ and inference path.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 
 from mskai.bundles import create_bundle
+from mskai.wrist.phantoms import WristCase
 
 
 class TruthModels:
@@ -24,7 +25,7 @@ class TruthModels:
     one analysed (several cases for a batch); ``hide`` drops keypoints (as a model
     missing them would); ``calls`` counts the calls by method."""
 
-    def __init__(self, *cases: Any, view_confidence: float = 0.95, hide: Iterable[str] = (),
+    def __init__(self, *cases: WristCase, view_confidence: float = 0.95, hide: Iterable[str] = (),
                  artifact_probability: float | None = None):
         self.cases = cases
         self.view_confidence = view_confidence
@@ -32,13 +33,13 @@ class TruthModels:
         self.artifact_probability = artifact_probability
         self.calls: dict[str, int] = {"view": 0, "keypoints": 0, "artifact": 0}
 
-    def case_of(self, plane: np.ndarray) -> Any:
+    def case_of(self, plane: np.ndarray) -> WristCase:
         for case in self.cases:
             if case.plane.shape == plane.shape and np.array_equal(case.plane, plane):
                 return case
         raise AssertionError("TruthModels got a plane of none of its cases")
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> dict[str, dict[str, Any]]:
         return {name: {"id": f"truth-{name}", "version": "0", "sha256": "0" * 64, "demo": False,
                        "disclaimer": None} for name in ("artifact", "keypoints", "view")}
 
@@ -46,13 +47,15 @@ class TruthModels:
         self.calls["view"] += 1
         return self.case_of(plane).view, self.view_confidence
 
-    def predict_keypoints(self, plane: np.ndarray, view: str) -> tuple[dict, dict]:
+    def predict_keypoints(self, plane: np.ndarray, view: str
+                          ) -> tuple[dict[str, tuple[float, float] | None], dict[str, float]]:
         self.calls["keypoints"] += 1
         case = self.case_of(plane)
         points = {name: (None if name in self.hide else point) for name, point in case.keypoints.items()}
         return points, {name: (0.05 if point is None else 0.9) for name, point in points.items()}
 
-    def predict_artifact(self, plane: np.ndarray, spacing_mm: Any = None, *, heatmap: bool = True):
+    def predict_artifact(self, plane: np.ndarray, spacing_mm: Sequence[float] | None = None, *,
+                         heatmap: bool = True) -> tuple[float, np.ndarray | None]:
         self.calls["artifact"] += 1
         case = self.case_of(plane)
         probability = self.artifact_probability
@@ -63,7 +66,7 @@ class TruthModels:
 
 def write_tiny_bundles(folder: Path, seed: int = 3) -> Path:
     """Three random-weight WristQC bundles (artifact, keypoints, view) in ``folder``."""
-    from mskai.wrist.nets import N_KEYPOINT_CHANNELS, build_network
+    from mskai.wrist.networks import N_KEYPOINT_CHANNELS, build_network
 
     torch.manual_seed(seed)
     mobilenet = {"name": "MobileNetV2", "args": {"num_classes": 1, "width_mult": 0.25, "in_channels": 1}}

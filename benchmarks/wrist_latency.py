@@ -22,7 +22,7 @@ Data (written once into ``DIR``, default the mskai cache ``benchmarks/wrist``):
   the view classifier is skipped).
 
 Networks: on ONNX Runtime's CPU provider when it is installed (the default of
-:func:`mskai.wrist.nets.load_wrist_models`; the exports are made once and cached
+:func:`mskai.wrist.models.load_wrist_models`; the exports are made once and cached
 before timing), or PyTorch eager with ``--pytorch`` (for comparison); the line
 ``networks run on:`` says which.
 
@@ -64,7 +64,7 @@ _PREPARE = r"""
 import sys, torch
 from pathlib import Path
 from mskai.bundles import create_bundle
-from mskai.wrist.nets import build_network
+from mskai.wrist.networks import build_network
 from mskai.wrist.phantoms import make_wrist_case, write_wrist_case
 from mskai.wrist.recipes import paper_recipe
 workdir, n_images, seed = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
@@ -95,7 +95,7 @@ for index in range(n_images):
 _COMMON = r"""
 import json, sys, time
 from pathlib import Path
-def peak_rss_bytes():
+def peak_rss_bytes() -> int:
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
 """
@@ -106,7 +106,7 @@ from mskai.io import read_image
 from mskai.results import StageTimer, write_result
 from mskai.wrist.pipeline import analyze_radiograph
 from mskai.wrist.report import write_reports
-from mskai.wrist.nets import load_wrist_folder
+from mskai.wrist.models import load_wrist_folder
 workdir, repeats, bundles, accelerate = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4] == "1"
 images = sorted((workdir / "images").glob("*.dcm"))
 load_wrist_folder(bundles, device="cpu", accelerate=accelerate)  # exports the ONNX twins once (cached)
@@ -136,7 +136,7 @@ print(json.dumps({"load_s": load_s, "cold": runs[0], "warm": runs[1:], "report_s
 
 _BATCH = _COMMON + r"""
 import torch
-from mskai.wrist.nets import load_wrist_folder
+from mskai.wrist.models import load_wrist_folder
 from mskai.wrist.task import WristTask
 workdir, threads, worker, n_workers = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 bundles, accelerate = Path(sys.argv[5]), sys.argv[6] == "1"

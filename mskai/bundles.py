@@ -11,6 +11,10 @@ A bundle is a folder (SPEC §0.3)::
 whose files do not match is refused.  Weights load only through safetensors or
 ``torch.load(weights_only=True)``: no pickled code from a model file ever runs.
 
+One file (about 650 lines) on purpose: the format, the checksums, the registry,
+installation and the shared weights loader are one trust boundary -- every path
+by which weights reach a network goes through the checks written here.
+
 Where bundles are found (see :func:`mskai.paths.models_dirs`): the registry
 ``Resources/Models/registry.json`` (shipped bundles, pinned by checksum), the
 shipped ``Resources/Models/*/`` folders and the user's installed bundles under
@@ -30,7 +34,7 @@ import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Mapping, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -39,7 +43,7 @@ from safetensors.torch import load_file, save_file
 from mskai import DEMO_DISCLAIMER
 from mskai.errors import ModelError
 from mskai import paths
-from mskai.io import read_json
+from mskai.files import read_json
 
 SCHEMA_VERSION = 1
 METADATA_FILE = "metadata.json"
@@ -216,6 +220,33 @@ class Bundle:
             raise ModelError(f"model file {name} of bundle {self.label} does not hold a state dict "
                              "(a mapping of names to tensors)")
         return loaded
+
+
+BundleSource = Bundle | str | Path
+"""A bundle, or what :func:`load_bundle` finds one by: a folder path, an ``id`` or ``id@version``."""
+
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
+
+
+def load_weights(network: ModuleT, bundle: Bundle, device: str | torch.device = "cpu", *,
+                 defaults: Mapping[str, torch.Tensor] | None = None) -> ModuleT:
+    """Load a bundle's verified weights into ``network`` (every key, every shape), move it
+    to ``device`` and put it in eval mode; returns ``network``.
+
+    ``defaults`` fill in tensors that the bundle's weights lack (a buffer that older
+    bundles did not store).  Raises :class:`ModelError` in one line naming the bundle
+    when a weights file is missing, damaged or refused (:meth:`Bundle.state_dict`) or
+    when the weights do not fit the network (a missing or unexpected key, a shape).
+    """
+    state = bundle.state_dict()
+    for key, value in (defaults or {}).items():
+        state.setdefault(key, value)
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ModelError(f"model bundle {bundle.label}: weights do not fit its architecture ({first})") from None
+    return network.to(device).eval()
 
 
 # --------------------------------------------------------------------------- creating

@@ -2,7 +2,9 @@
 
 Bad input ends with one line on stderr, ``mskai: error: ...``, and a non-zero
 exit status; ``--debug`` shows the traceback instead.  Tasks plug in through
-:mod:`mskai.tasks`; a task that is not built answers "not available yet".
+:mod:`mskai.tasks`: the task names and each task's own options
+(:attr:`mskai.tasks.Task.options`) come from the registry; a task that is not
+built answers "not available yet".
 """
 from __future__ import annotations
 
@@ -14,10 +16,42 @@ from pathlib import Path
 from typing import Sequence
 
 from mskai import __version__
-from mskai.errors import MskaiError
-from mskai.tasks import TASK_NAMES, get_task
+from mskai.errors import InputError, MskaiError
+from mskai.tasks import TaskOption, all_tasks, get_task
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _task_options(command: str) -> dict[str, list[tuple[str, TaskOption]]]:
+    """The tasks' own options of ``command`` by flag: ``{flag: [(task, option), ...]}``."""
+    by_flag: dict[str, list[tuple[str, TaskOption]]] = {}
+    for task in all_tasks():
+        for option in task.options:
+            if command in option.commands:
+                by_flag.setdefault(option.flag, []).append((task.name, option))
+    return by_flag
+
+
+def _add_task_options(parser: argparse.ArgumentParser, command: str) -> None:
+    """One flag per task option; its help names the task(s) that take it."""
+    for flag, owners in _task_options(command).items():
+        parser.add_argument(flag, dest=owners[0][1].dest, metavar=owners[0][1].metavar,
+                            help="; ".join(f"{task}: {option.help}" for task, option in owners))
+
+
+def _given_task_options(args: argparse.Namespace, command: str) -> dict[str, object]:
+    """The task options given on the command line, refused in one line when the
+    chosen task does not take them."""
+    given = {}
+    for flag, owners in _task_options(command).items():
+        value = getattr(args, owners[0][1].dest)
+        if value is None:
+            continue
+        if args.task not in {task for task, _ in owners}:
+            raise InputError(f"{flag} does not apply to 'mskai {command} {args.task}' "
+                             f"(it is an option of {', '.join(task for task, _ in owners)})")
+        given[owners[0][1].dest] = value
+    return given
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -26,7 +60,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mskai {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    tasks = list(TASK_NAMES)
+    tasks = [task.name for task in all_tasks()]
 
     p = sub.add_parser("analyze", help="analyse one study and write result.json and overlay PNGs")
     p.add_argument("task", choices=tasks)
@@ -36,10 +70,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=DEVICES + ("cuda:0", "cuda:1"))
     p.add_argument("--series", metavar="UID", help="SeriesInstanceUID to use when a folder holds several series")
     p.add_argument("--force", action="store_true", help="analyse even if modality/body part look wrong")
-    p.add_argument("--vertebrae", metavar="SEG", help="ovf: vertebra labelling (.seg.nrrd, or labelmap + .json names)")
-    p.add_argument("--aggregator", metavar="NAME", help="ovf: lstm, max, mean or vote (default: the bundle's)")
-    p.add_argument("--evidence", metavar="WHAT",
-                   help="evidence maps: 'top3' (default), 'none', or slice indices like '4,7'")
+    _add_task_options(p, "analyze")
 
     p = sub.add_parser("demo", help="run on the bundled sample cases (phantoms)")
     p.add_argument("task", nargs="?", choices=tasks)
@@ -69,8 +100,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--resume", action="store_true", help="skip studies already done in DIR")
     p.add_argument("--force", action="store_true", help="analyse even if modality/body part look wrong")
-    p.add_argument("--aggregator", metavar="NAME", help="ovf: lstm, max, mean or vote (default: the bundle's)")
-    p.add_argument("--evidence", metavar="WHAT", help="ovf: evidence maps for suspicious studies, e.g. 'top1' or 'none'")
+    _add_task_options(p, "batch")
 
     p = sub.add_parser("models", help="list, verify or install model bundles")
     msub = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
@@ -123,8 +153,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2 if args.task is None and demo_failed(summary) else 0
     task = get_task(args.task)
     if args.command == "analyze":
-        extra = {k: getattr(args, k) for k in ("vertebrae", "aggregator", "evidence")
-                 if getattr(args, k) is not None}
+        extra = _given_task_options(args, "analyze")
         result = task.analyze(args.inputs, args.output, model=args.model, device=args.device,
                               force=args.force, series_uid=args.series, **extra)
         print(f"{args.task}: {result.get('verdict')} -> {Path(args.output) / 'result.json'}")
@@ -138,7 +167,7 @@ def _run(args: argparse.Namespace) -> int:
         task.evaluate(args.data, args.model, args.output, device=args.device)
         return 0
     if args.command == "batch":
-        extra = {k: getattr(args, k) for k in ("aggregator", "evidence") if getattr(args, k) is not None}
+        extra = _given_task_options(args, "batch")
         if args.force:
             extra["force"] = True
         task.batch(args.input, args.output, resume=args.resume, model=args.model, device=args.device,

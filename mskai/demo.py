@@ -18,7 +18,7 @@ from mskai.errors import MskaiError, NotAvailableError
 from mskai.paths import cache_dir
 from mskai.progress import log
 from mskai.results import StageTimer, new_result, save_overlay_png, write_result
-from mskai.tasks import TASK_NAMES, get_task
+from mskai.tasks import get_task, task_names
 
 SAMPLE_SEED = 20261121
 SAMPLE_VERSION = "ct-phantom-v1"
@@ -87,7 +87,7 @@ def run_demo(output_dir: str | Path, task: str | None = None, device: str = "aut
     log(f"io-geometry: read {result['input']['size_ijk']} voxels at {result['input']['spacing_mm']} mm, "
         f"reformatted to sagittal and axial -> {output_dir / 'io-geometry'}")
     summary["io-geometry"] = "ok"
-    for name in TASK_NAMES:
+    for name in task_names():
         try:
             task_result = get_task(name).demo(output_dir / name, device=device)
             summary[name] = task_result.get("verdict", "ok")

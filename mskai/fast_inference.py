@@ -17,7 +17,7 @@ here.  This module is the machinery every task shares:
 
 Each task decides which module to accelerate and falls back to PyTorch, saying
 why, when the packages are missing, the model is on a GPU or the check fails
-(:mod:`mskai.ovf.fast_inference`, :meth:`mskai.wrist.nets.WristModels.accelerate`).
+(:mod:`mskai.ovf.fast_inference`, :meth:`mskai.wrist.models.WristModels.accelerate`).
 Training never uses ONNX Runtime.
 
 Optional dependencies: ``onnxruntime`` (inference) and ``onnx`` (needed by

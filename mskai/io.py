@@ -7,6 +7,11 @@ label maps keep their integer type).  Problems the user can cause raise a
 one-line :class:`mskai.InputError`; problems that can be worked around are
 worked around and reported in ``Image.warnings``.
 
+One file (about 900 lines) on purpose: every format ends in the same
+:class:`mskai.Image` through the same geometry, rescale, MONOCHROME1 and
+size rules, and most of the length is the DICOM series reader whose checks
+(sorting, spacing, tilt, mixed series, compressed syntaxes) belong together.
+
 DICOM volumes
     Headers are read once with pydicom (pixel data deferred), slices sorted
     along the normal of ImageOrientationPatient, the float32 volume allocated
@@ -30,7 +35,6 @@ MONOCHROME1
 from __future__ import annotations
 
 import gzip
-import json
 import mmap
 import os
 import warnings
@@ -51,7 +55,7 @@ from pydicom.multival import MultiValue
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from scipy import ndimage
 
-from mskai.errors import InputError, MskaiError
+from mskai.errors import InputError
 from mskai.image import Image
 from mskai.sitk_bridge import from_sitk, to_sitk
 
@@ -197,19 +201,6 @@ def write_image(image: Image, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(to_sitk(image), str(path), useCompression=not path.name.lower().endswith(".nii"))
     return path
-
-
-def read_json(path: str | Path, where: str, error: type[MskaiError] = InputError) -> Any:
-    """The JSON document in ``path``; raises ``error`` (default :class:`InputError`) with
-    one line starting with ``where`` (e.g. ``"recipe file /x/r.json"``) when the file
-    does not exist or is not JSON text."""
-    path = Path(path)
-    if not path.is_file():
-        raise error(f"{where} does not exist")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as problem:
-        raise error(f"{where} is not valid JSON ({str(problem).splitlines()[0]})") from None
 
 
 def require_volume(image: Image, min_slices: int = 2, what: str = "this analysis") -> Image:

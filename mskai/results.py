@@ -86,6 +86,26 @@ def to_jsonable(value: Any, nan_to_null: bool = True) -> Any:
     return value
 
 
+def write_final_result(output_dir: Path, result: dict[str, Any], outputs: dict[str, Any],
+                       started: float) -> dict[str, Any]:
+    """Write ``result.json`` as the last of an analysis' files: ``result["outputs"]``
+    names the files, the seconds since ``started`` (``time.perf_counter()``) are the
+    ``"write"`` stage.  Returns the result."""
+    result["outputs"] = outputs
+    add_stage_seconds(result, "write", time.perf_counter() - started)
+    write_result(output_dir, result)
+    return result
+
+
+def add_stage_seconds(result: dict[str, Any], stage: str, seconds: float) -> None:
+    """Record a stage timed outside the analysis (e.g. ``"write"``) in ``result["timing"]``
+    and add it to the total."""
+    timing = dict(result.get("timing") or {})
+    timing[stage] = round(seconds, 4)
+    timing["total"] = round(timing.get("total", 0.0) + seconds, 4)
+    result["timing"] = timing
+
+
 def write_result(output_dir: str | Path, result: dict[str, Any], name: str = "result.json") -> Path:
     """Validate and write ``result.json`` atomically (NaN/inf become null)."""
     missing = [k for k in REQUIRED_KEYS if k not in result]

@@ -1,5 +1,10 @@
 """The one trainer every task uses (SPEC §0.4).
 
+Its settings and the recipe-loading rule are :mod:`mskai.recipes`.  This file
+stays one piece (about 600 lines) because :class:`Trainer` is one training loop
+-- epochs, distributed sampling, validation on rank 0, checkpoints, resume,
+logging -- whose parts share its state; the helpers beside it are its own.
+
 One process (CPU or one GPU) or several under ``torchrun``
 (DistributedDataParallel), fixed seeds, resumable checkpoints, a CSV log
 (``train_log.csv``), TensorBoard when installed, and a progress display.
@@ -13,7 +18,7 @@ A task trains a model with::
 
 and a multi-stage recipe (e.g. SpineOVF's "train, then freeze batch-norm and
 fine-tune") calls :meth:`Trainer.fit` once per stage with its own config and
-output sub-folder.  The script that owns the process calls :func:`cleanup`
+output sub-folder.  The script that owns the process calls :func:`mskai.distributed.cleanup`
 once at the end when it ran under ``torchrun``.
 
 Reproducibility.  Every epoch starts by seeding Python's ``random``, NumPy's
@@ -36,9 +41,7 @@ system every rank can read.
 """
 from __future__ import annotations
 
-import copy
 import csv
-import dataclasses
 import importlib.util
 import itertools
 import math
@@ -46,7 +49,6 @@ import os
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -58,20 +60,16 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mskai.device import resolve_device
+from mskai.distributed import DistributedContext, backend_for, barrier, distributed_context
 from mskai.errors import DeviceError, InputError, ModelError
-from mskai.io import read_json
-from mskai.progress import current_rank, log, progress
+from mskai.files import atomic_open
+from mskai.progress import log, progress
+from mskai.recipes import TrainConfig, TrainConfigError
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULERS = ("none", "plateau", "multistep", "cyclic", "cosine")
 LOG_FILE = "train_log.csv"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 CHECKPOINT_FORMAT = 1
-
-
-class TrainConfigError(InputError, ValueError):
-    """A training configuration (recipe) value is invalid; the message names it."""
 
 
 # --------------------------------------------------------------------------- seeds
@@ -99,191 +97,6 @@ def _seed_worker(worker_id: int) -> None:
     worker_seed = torch.initial_seed() % 2**32
     random.seed(worker_seed)
     np.random.seed(worker_seed)
-
-
-# --------------------------------------------------------------------- distributed
-
-@dataclass(frozen=True)
-class DistributedContext:
-    """Where this process stands in a (possibly one-process) job."""
-
-    rank: int
-    local_rank: int
-    world_size: int
-
-    @property
-    def is_distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def distributed_context(backend: str | None = None) -> DistributedContext:
-    """Rank, local rank and world size from ``torchrun``'s ``RANK``,
-    ``LOCAL_RANK`` and ``WORLD_SIZE``; when ``WORLD_SIZE > 1`` also initialise
-    the process group (once) with ``backend``: by default ``nccl`` when CUDA is
-    available, else ``gloo``."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if world_size > 1 and not dist.is_initialized():
-        if backend is None:
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
-    return DistributedContext(rank=rank, local_rank=local_rank, world_size=world_size)
-
-
-def is_main_process() -> bool:
-    """True on rank 0 (and when not distributed)."""
-    return current_rank() == 0
-
-
-def barrier() -> None:
-    """Wait for every rank (no-op when not distributed)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
-def cleanup() -> None:
-    """Tear down the process group, if one was initialised."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-# -------------------------------------------------------------------------- config
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters of one training stage (a task's recipe fills these).
-
-    Learning-rate schedules: ``none``; ``plateau`` multiplies the lr by
-    ``plateau_factor`` (default: halves it) when the validation loss has not
-    improved for more than ``plateau_patience`` epochs; ``multistep``
-    multiplies it by ``gamma`` at each epoch in ``milestones``; ``cyclic``
-    runs a triangular cycle between ``cyclic_base_lr`` and ``cyclic_max_lr``
-    with ``cyclic_step_size`` optimizer steps per half cycle (momentum is not
-    cycled; ``lr`` is then unused); ``cosine`` anneals from ``lr`` to
-    ``cosine_min_lr`` over ``epochs``.
-    """
-
-    epochs: int = 10
-    batch_size: int = 8
-    """Per process; the effective batch under torchrun is batch_size x world size."""
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    """SGD only."""
-    betas: tuple[float, float] = (0.9, 0.999)
-    """Adam/AdamW only."""
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    scheduler: str = "none"
-    plateau_patience: int = 10
-    plateau_factor: float = 0.5
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    cyclic_base_lr: float = 1e-4
-    cyclic_max_lr: float = 1e-2
-    cyclic_step_size: int = 2000
-    cosine_min_lr: float = 0.0
-    num_workers: int = 0
-    seed: int = 0
-    device: str = "auto"
-    grad_clip: float | None = None
-    """Clip the gradients' global L2 norm to this value (None: no clipping)."""
-    amp: bool = False
-    """Mixed precision; used on CUDA only, ignored (with a note) elsewhere."""
-    checkpoint_every: int = 1
-    early_stopping_patience: int | None = None
-    """Stop after this many epochs without a lower validation loss (None: never)."""
-    log_tensorboard: bool | None = None
-    """None: log to TensorBoard when the package is installed."""
-    max_steps_per_epoch: int | None = None
-    """Cap on the training and validation batches per epoch (demo recipes and tests)."""
-    drop_last: bool = False
-    """Drop an incomplete last training batch (batch-norm cannot train on one sample)."""
-    shuffle: bool = True
-    find_unused_parameters: bool = False
-    """For DistributedDataParallel, when some outputs (heads) do not reach the loss."""
-
-    def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)  # type: ignore[assignment]
-        self.milestones = tuple(self.milestones)
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise :class:`TrainConfigError` (a ``ValueError``) naming the first bad value."""
-        _require_int(self.epochs, "epochs", minimum=1)
-        _require_int(self.batch_size, "batch_size", minimum=1)
-        _require_positive(self.lr, "lr")
-        if self.optimizer not in OPTIMIZERS:
-            raise TrainConfigError(f"unknown optimizer {self.optimizer!r}; choose one of "
-                                   f"{', '.join(OPTIMIZERS)}")
-        if self.scheduler not in SCHEDULERS:
-            raise TrainConfigError(f"unknown scheduler {self.scheduler!r}; choose one of "
-                                   f"{', '.join(SCHEDULERS)}")
-        if not 0.0 <= self.momentum < 1.0:
-            raise TrainConfigError(f"momentum must be in [0, 1), got {self.momentum}")
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise TrainConfigError(f"betas must be two numbers in [0, 1), got {self.betas}")
-        _require_positive(self.eps, "eps")
-        if self.weight_decay < 0:
-            raise TrainConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        _require_int(self.plateau_patience, "plateau_patience", minimum=0)
-        if not 0.0 < self.plateau_factor < 1.0:
-            raise TrainConfigError(f"plateau_factor must be in (0, 1), got {self.plateau_factor}")
-        if self.scheduler == "multistep":
-            valid = all(isinstance(m, int) and m >= 1 for m in self.milestones)
-            if not self.milestones or not valid \
-                    or list(self.milestones) != sorted(set(self.milestones)):
-                raise TrainConfigError("the multistep scheduler needs milestones: increasing "
-                                       f"epoch numbers >= 1, got {list(self.milestones)}")
-        _require_positive(self.gamma, "gamma")
-        _require_positive(self.cyclic_base_lr, "cyclic_base_lr")
-        if self.cyclic_max_lr <= self.cyclic_base_lr:
-            raise TrainConfigError(f"cyclic_max_lr ({self.cyclic_max_lr}) must be above "
-                                   f"cyclic_base_lr ({self.cyclic_base_lr})")
-        _require_int(self.cyclic_step_size, "cyclic_step_size", minimum=1)
-        if self.cosine_min_lr < 0:
-            raise TrainConfigError(f"cosine_min_lr must be >= 0, got {self.cosine_min_lr}")
-        _require_int(self.num_workers, "num_workers", minimum=0)
-        _require_int(self.seed, "seed", minimum=0)
-        if self.grad_clip is not None:
-            _require_positive(self.grad_clip, "grad_clip")
-        _require_int(self.checkpoint_every, "checkpoint_every", minimum=1)
-        if self.early_stopping_patience is not None:
-            _require_int(self.early_stopping_patience, "early_stopping_patience", minimum=1)
-        if self.max_steps_per_epoch is not None:
-            _require_int(self.max_steps_per_epoch, "max_steps_per_epoch", minimum=1)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values only (stored in checkpoints and bundle metadata)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
-        """Build from a recipe mapping; unknown keys are an error (typos must not pass)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise TrainConfigError(f"unknown training setting(s) {', '.join(unknown)}; "
-                                   f"known: {', '.join(sorted(known))}")
-        return cls(**values)
-
-
-def _require_int(value: Any, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise TrainConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _require_positive(value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
-            or not math.isfinite(value):
-        raise TrainConfigError(f"{name} must be a positive number, got {value!r}")
 
 
 # ----------------------------------------------------------------------- utilities
@@ -315,12 +128,8 @@ def _keep_in_eval_mode(module: nn.Module, inputs: Any) -> None:
 def _atomic_save(obj: Any, path: Path) -> None:
     """torch.save to a temporary file beside ``path``, then rename over it, so
     an interrupted save never leaves a truncated checkpoint."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_open(path) as handle:
+        torch.save(obj, handle)
 
 
 def _split_batch(batch: Any) -> tuple[Any, Any]:
@@ -684,12 +493,10 @@ class Trainer:
         path = self.output_dir / LOG_FILE
         columns = list(self.history)
         if columns != self._log_columns:
-            temporary = path.with_name(f".{path.name}.tmp")
-            with open(temporary, "w", newline="") as stream:
+            with atomic_open(path, "w", newline="") as stream:
                 csv_writer = csv.DictWriter(stream, fieldnames=columns, restval="")
                 csv_writer.writeheader()
                 csv_writer.writerows(self.rows)
-            os.replace(temporary, path)
             self._log_columns = columns
         else:
             with open(path, "a", newline="") as stream:
@@ -780,6 +587,24 @@ class Trainer:
         return epoch
 
 
+def start_training(output_dir: str | os.PathLike, device: str) -> tuple[Path, DistributedContext]:
+    """What a task's training command does first: make ``output_dir`` and join the
+    ``torchrun`` job, if any, with the process-group backend for ``device``
+    (:func:`mskai.distributed.backend_for`).  Returns the folder and this process's
+    place in the job."""
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    return output, distributed_context(backend=backend_for(device))
+
+
+def load_weights(module: nn.Module, checkpoint_path: Path) -> int:
+    """Load the model weights of a :class:`Trainer` checkpoint (``best.pt``, ``last.pt``)
+    into ``module``; returns the checkpoint's epoch."""
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    module.load_state_dict(checkpoint["model"])
+    return int(checkpoint["epoch"])
+
+
 def _as_plain(value: Any) -> Any:
     return list(value) if isinstance(value, (tuple, list)) else value
 
@@ -809,23 +634,3 @@ def _build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> A
         return schedulers.CosineAnnealingLR(optimizer, T_max=config.epochs,
                                             eta_min=config.cosine_min_lr)
     return None
-
-
-def read_recipe(recipe: Any, recipes: Mapping[str, Callable[[], Any]],
-                from_overrides: Callable[[dict[str, Any], str], Any]) -> Any:
-    """The recipe-loading rule every task shares: a built-in recipe by name
-    (``recipes[name]()``), a mapping of overrides, or a JSON file of overrides;
-    ``from_overrides(values, where)`` builds the task's recipe.  Problems are one-line
-    :class:`InputError` s."""
-    if isinstance(recipe, Mapping):
-        return from_overrides(copy.deepcopy(dict(recipe)), "the recipe")
-    text = str(recipe)
-    if text in recipes:
-        return recipes[text]()
-    path = Path(text).expanduser()
-    if not path.is_file():
-        raise InputError(f"unknown recipe {text!r}: use {', '.join(recipes)} or a JSON file")
-    values = read_json(path, f"recipe file {path}")
-    if not isinstance(values, dict):
-        raise InputError(f"recipe file {path} must hold a JSON object of recipe fields")
-    return from_overrides(values, f"recipe file {path}")

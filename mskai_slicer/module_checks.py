@@ -8,8 +8,11 @@ AssertionError saying what went wrong.
 
 Until a module's analysis lands, its task is a placeholder: the checks then
 require the clear "not available yet" answer, with nothing left behind (no
-result nodes, no result folder).  A module whose analysis has landed
-(:data:`MODULES_WITH_ANALYSIS`) checks its real result with its own functions.
+result nodes, no result folder).  A module whose analysis has landed checks its
+real result with its own functions (``<Module>Lib/checks.py``).  Which task
+belongs to a module, whether it is a placeholder, and the module's phantom
+inputs (:attr:`mskai.tasks.Task.slicer_phantom_inputs`) come from the task
+registry: no module is named here.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import slicer
 from mskai.errors import InputError, NotAvailableError
 from mskai.image import Image
 from mskai.paths import cache_dir
-from mskai.tasks import PlaceholderTask
+from mskai.tasks import PhantomVolume, PlaceholderTask, task_for_module
 from mskai_slicer.geometry import image_to_volume_node
 
 
@@ -65,22 +68,37 @@ def _sagittal_direction() -> np.ndarray:
     return np.array([[0.0, 0.0, -1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 
+def _direction(orientation: str) -> np.ndarray:
+    if orientation == "sagittal":
+        return _sagittal_direction()
+    if orientation == "axial":
+        return np.eye(3)
+    raise ValueError(f"unknown phantom orientation {orientation!r}")
+
+
+def phantom_node(spec: PhantomVolume) -> Any:
+    """The volume node of one phantom input."""
+    return phantom_volume_node(spec.name, spec.shape_kji, spec.spacing, spec.modality,
+                               _direction(spec.orientation), seed=spec.seed)
+
+
 def phantom_inputs(module_name: str) -> dict[str, Any]:
-    """The keyword arguments of ``<Module>Logic.analyze`` for a small phantom case."""
-    if module_name == "SacroiliitisCT":
-        return {"input_volume_node": phantom_volume_node("Pelvis CT", (10, 24, 32), (0.8, 0.8, 2.5), "CT")}
-    if module_name == "SpineOVF":
-        ct = phantom_volume_node("Spine CT", (12, 24, 20), (0.7, 0.7, 1.5), "CT")
-        return {"input_volume_node": ct, "vertebra_segmentation_node": phantom_vertebra_segmentation(ct)}
-    if module_name == "CervicalMR":
-        return {"sagittal_t1_node": phantom_volume_node("Sag T1", (9, 32, 32), (0.6, 0.6, 3.0), "MR",
-                                                        _sagittal_direction(), seed=1),
-                "sagittal_t2_node": phantom_volume_node("Sag T2", (9, 32, 32), (0.6, 0.6, 3.0), "MR",
-                                                        _sagittal_direction(), seed=2),
-                "axial_t2_node": phantom_volume_node("Ax T2", (12, 28, 28), (0.5, 0.5, 4.0), "MR", seed=3)}
-    if module_name == "WristQC":
-        return {"input_volume_node": phantom_volume_node("Wrist AP", (1, 64, 48), (0.15, 0.15, 1.0), "DX")}
-    raise ValueError(f"no phantom inputs for module {module_name!r}")
+    """The keyword arguments of ``<Module>Logic.analyze`` for a small phantom case,
+    from the module's task (:attr:`mskai.tasks.Task.slicer_phantom_inputs`)."""
+    specs = task_for_module(module_name).slicer_phantom_inputs
+    if not specs:
+        raise ValueError(f"the task of module {module_name!r} declares no phantom inputs")
+    arguments: dict[str, Any] = {}
+    for spec in specs:
+        node = arguments[spec.argument] = phantom_node(spec)
+        if spec.segmentation_argument:
+            arguments[spec.segmentation_argument] = phantom_vertebra_segmentation(node, spec.segments)
+    return arguments
+
+
+def has_analysis(module_name: str) -> bool:
+    """Whether the module's analysis has landed (its task is not a placeholder)."""
+    return not isinstance(task_for_module(module_name), PlaceholderTask)
 
 
 # ---- checks -------------------------------------------------------------------
@@ -105,7 +123,7 @@ def check_analysis_not_available(logic: Any) -> None:
     """Analyze on a phantom case answers "not available yet" while the task is a
     placeholder, both blocking and in the background, and leaves no result
     node and no result folder behind."""
-    if not isinstance(logic.task, PlaceholderTask):
+    if has_analysis(logic.moduleName):
         raise AssertionError(f"{logic.moduleName}: its analysis has landed; replace this check by the "
                              "module's own checks of a real result")
     inputs = phantom_inputs(logic.moduleName)
@@ -138,13 +156,8 @@ def check_missing_input_refused(logic: Any) -> None:
                   f"{logic.moduleName} Analyze without inputs")
 
 
-# Modules whose analysis has landed: their own checks of a real result replace
-# check_analysis_not_available (SpineOVF: SpineOVFLib/checks.py; WristQC: WristQCLib/checks.py).
-MODULES_WITH_ANALYSIS = ("SpineOVF", "WristQC")
-
-
 def run_module_checks(logic: Any) -> None:
     """Every shared check of a module's Logic on ``slicer.mrmlScene``."""
     check_missing_input_refused(logic)
-    if logic.moduleName not in MODULES_WITH_ANALYSIS:
+    if not has_analysis(logic.moduleName):  # a landed module checks its real result in <Module>Lib/checks.py
         check_analysis_not_available(logic)

@@ -24,12 +24,14 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from mskai.errors import InputError, MskaiError
+from mskai.image import Image
 from mskai.paths import cache_dir
-from mskai.tasks import ProgressCallback, Task, get_task
+from mskai.tasks import Analysis, ProgressCallback, Task, get_task, quiet
 from mskai_slicer.geometry import volume_node_to_image
 from mskai_slicer.outputs import ATTRIBUTE_ROLE, OutputManager
 
@@ -112,6 +114,54 @@ def score_text(result: dict) -> str:
     return ", ".join(parts) or "-"
 
 
+@dataclass
+class SceneRun:
+    """One analysis kept for the panel after its result is shown: the task's
+    analysis object (e.g. :class:`mskai.ovf.pipeline.OVFAnalysis` with its model,
+    slices and heatmap) and the options it ran with."""
+
+    analysis: Any
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class SceneTask(Task):
+    """A registered mskai task run on images taken from the scene.
+
+    Like the task's own :meth:`mskai.tasks.Task.analyze`, plus what a panel needs:
+    the model stays loaded between runs (the task's own cache, per bundle and
+    device, so "Explain this slice" and the next Analyze reuse it), and the last
+    run is kept (:meth:`take`, by output folder) so that the Logic can show its
+    evidence and work on it.  ``model`` replaces the bundle of every run (a
+    test's stand-in models); ``run_options`` go to every run (WristQC:
+    ``reports=False``, its reports follow later corrections).
+    """
+
+    def __init__(self, task: Task, *, model: Any = None, **run_options: Any) -> None:
+        super().__init__()
+        self.task = task
+        self.name, self.title, self.slicer_module = task.name, task.title, task.slicer_module
+        self.fixed_model = model
+        self.run_options = run_options
+        self.runs: dict[Path, SceneRun] = {}
+
+    def run(self, inputs: Sequence[Image], output_dir: str | Path | None = None, *, model: Any = None,
+            device: str = "auto", force: bool = False, progress: ProgressCallback | None = None,
+            **options: Any) -> Analysis:
+        analysis = self.task.run(list(inputs), output_dir, model=self.fixed_model or model, device=device,
+                                 force=force, progress=progress or quiet, **self.run_options, **options)
+        if output_dir is not None:
+            self.keep(output_dir, SceneRun(analysis, options))
+        return analysis
+
+    def keep(self, output_dir: str | Path, run: SceneRun) -> None:
+        """Keep ``run`` as the one run the Logic will publish next."""
+        self.runs = {Path(output_dir): run}
+
+    def take(self, output_dir: str | Path) -> SceneRun | None:
+        """The run that wrote ``output_dir`` (None when another or none did), handed over once."""
+        return self.runs.pop(Path(output_dir), None)
+
+
 class AnalysisJob:
     """One analysis running in a background thread.
 
@@ -187,17 +237,19 @@ class MSKAIModuleLogic(ScriptedLoadableModuleLogic):
     Subclasses set :attr:`task_name` and offer ``analyze`` (blocking) and
     ``analyze_async`` with their own named inputs, both built on :meth:`run`
     and :meth:`start`.  ``task`` and ``outputs`` can be passed in (tests pass
-    a stand-in task); by default they are the registered mskai task and an
+    a stand-in task); by default they are the registered mskai task run as a
+    :class:`SceneTask` (with :attr:`scene_run_options`) and an
     :class:`OutputManager` on ``slicer.mrmlScene``.
     """
 
     task_name: str = ""
+    scene_run_options: dict[str, Any] = {}
 
     def __init__(self, task: Task | None = None, outputs: OutputManager | None = None):
         super().__init__()
         # ScriptedLoadableModuleLogic sets this too; the bare fallback does not.
         self.moduleName = type(self).__name__.removesuffix("Logic")
-        self.task = task if task is not None else get_task(self.task_name)
+        self.task = task if task is not None else SceneTask(get_task(self.task_name), **self.scene_run_options)
         self.outputs = outputs if outputs is not None else OutputManager(self.moduleName)
         self.last_result: dict | None = None
         self.last_output_dir: Path | None = None
@@ -291,6 +343,11 @@ class MSKAIModuleLogic(ScriptedLoadableModuleLogic):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 copied.append(Path(shutil.copy2(source, target)))
         return copied
+
+    def _taken_run(self, output_dir: Path) -> SceneRun | None:
+        """The kept run of the analysis that wrote ``output_dir`` (None for a stand-in task)."""
+        take = getattr(self.task, "take", None)
+        return take(output_dir) if take is not None else None
 
     def _publish(self, result: dict, output_dir: Path, input_node: Any) -> dict:
         rows = result_rows(result)

@@ -27,10 +27,10 @@ from mskai_slicer.outputs import nodes_of_class
 
 def _fracture_case() -> Any:
     """The fracture phantom of ``mskai demo ovf`` (its seed), acquired axially."""
+    from mskai.ovf import TASK
     from mskai.ovf.phantoms import make_spine_case
-    from mskai.ovf.task import DEMO_CASES
 
-    seed = next(seed for name, seed, fractured in DEMO_CASES if fractured)
+    seed = next(case.seed for case in TASK.demo_cases if case.options["fracture"])
     return make_spine_case(seed, fracture=True, orientation="axial")
 
 

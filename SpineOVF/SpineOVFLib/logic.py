@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -37,7 +37,7 @@ from mskai.errors import InputError
 from mskai.image import Image
 from mskai.tasks import ProgressCallback, Task
 from mskai_slicer.geometry import volume_node_to_image
-from mskai_slicer.module_logic import AnalysisJob, MSKAIModuleLogic
+from mskai_slicer.module_logic import AnalysisJob, MSKAIModuleLogic, SceneRun
 
 SLICES_TABLE_ROLE = "slices"
 HEATMAP_ROLE = "heatmap"
@@ -80,73 +80,12 @@ def vertebra_labelmap(segmentation_node: Any, reference_volume_node: Any) -> Ima
     return image
 
 
-@dataclass
-class _Run:
-    """One analysis kept for "Explain this slice": the pipeline's
-    :class:`mskai.ovf.pipeline.OVFAnalysis` (model, slices, heatmap) and the
-    vertebra labels it named levels with."""
-
-    analysis: Any
-    vertebrae: Image | None
-
-
-class SpineOVFImageTask(Task):
-    """The ``ovf`` analysis of images taken from the scene.
-
-    Like ``mskai.ovf.TASK.analyze`` for an image already read, plus what the
-    panel needs: the loaded model is kept between runs (per bundle and
-    device), and the last run's analysis is kept (:attr:`runs`, by output
-    folder) so that the Logic can show its heatmap and explain other slices.
-    """
-
-    name = "ovf"
-
-    def __init__(self) -> None:
-        from mskai.tasks import TASK_NAMES
-
-        _, self.title, self.slicer_module = TASK_NAMES["ovf"]
-        self._models: dict[tuple[str | None, str], Any] = {}
-        self.runs: dict[Path, _Run] = {}
-
-    def loaded_model(self, model: str | None, device: str) -> Any:
-        """``(OVFModel, metadata)`` of bundle ``model`` (None: the default ``ovf``
-        bundle) on ``device``, loaded once."""
-        from mskai.device import resolve_device
-        from mskai.ovf.model import load_ovf_bundle
-
-        key = (model, str(device))
-        if key not in self._models:
-            self._models.clear()  # one model in memory at a time
-            self._models[key] = load_ovf_bundle(model, device=resolve_device(device))
-        return self._models[key]
-
-    def keep(self, output_dir: str | Path, run: _Run) -> None:
-        """Keep ``run`` as the one run the Logic will publish next."""
-        self.runs = {Path(output_dir): run}
-
-    def analyze(self, inputs: Sequence[Any], output_dir: str | Path | None = None, *,
-                model: str | None = None, device: str = "auto", force: bool = False,
-                progress: ProgressCallback | None = None, vertebra_labels: Image | None = None,
-                **options: Any) -> dict:
-        from mskai.ovf.pipeline import analyze_image, write_outputs
-
-        report = progress or (lambda fraction, message: None)
-        report(0.0, "loading the model")
-        loaded = self.loaded_model(model, device)
-        analysis = analyze_image(inputs[0], model=loaded, device=device, vertebrae=vertebra_labels,
-                                 force=force, progress=report, **options)
-        if output_dir is not None:
-            write_outputs(analysis, output_dir)
-            self.keep(output_dir, _Run(analysis, vertebra_labels))
-        return analysis.result
-
-
 class SpineOVFLogic(MSKAIModuleLogic):
     task_name = "ovf"
 
     def __init__(self, task: Task | None = None, outputs: Any = None):
-        super().__init__(task if task is not None else SpineOVFImageTask(), outputs)
-        self.last_run: _Run | None = None
+        super().__init__(task, outputs)
+        self.last_run: SceneRun | None = None
 
     # ---- analysis ------------------------------------------------------------------
 
@@ -237,10 +176,10 @@ class SpineOVFLogic(MSKAIModuleLogic):
             # (the model, image and slice tensors are shared, never modified).
             analysis = replace(run.analysis, result=copy.deepcopy(run.analysis.result))
             report(0.0, f"computing the occlusion map of sagittal slice {index}")
-            explain(analysis, [index], vertebrae=run.vertebrae)
+            explain(analysis, [index], vertebrae=run.options.get("vertebra_labels"))
             report(0.9, "writing the result")
             write_outputs(analysis, output_dir)
-            task.keep(output_dir, _Run(analysis, run.vertebrae))
+            task.keep(output_dir, SceneRun(analysis, run.options))
             report(1.0, f"explained sagittal slice {index}")
             return analysis.result
 
@@ -255,8 +194,7 @@ class SpineOVFLogic(MSKAIModuleLogic):
     def _publish(self, result: dict, output_dir: Path, input_node: Any) -> dict:
         """The shared result table, then the slices table, the heatmap and the evidence point."""
         result = super()._publish(result, output_dir, input_node)
-        runs = getattr(self.task, "runs", {})
-        self.last_run = runs.pop(Path(output_dir), None)
+        self.last_run = self._taken_run(output_dir)
         self._publish_slices(result, input_node)
         heatmap = self.last_run.analysis.heatmap if self.last_run is not None else None
         if heatmap is not None:

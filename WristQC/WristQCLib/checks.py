@@ -44,11 +44,11 @@ def _table_columns(table_node: Any) -> dict[str, list[str]]:
 
 
 def phantom_radiograph(logic: Any, case_name: str = "excellent_ap") -> tuple[Any, dict]:
-    """A demo phantom (:data:`mskai.wrist.task.DEMO_CASES`) loaded through the
+    """A demo phantom (:attr:`mskai.wrist.task.WristTask.demo_cases`) loaded through the
     Logic as a volume node; returns ``(node, ground truth)``."""
-    from mskai.wrist.task import demo_case
+    from mskai.wrist import TASK
 
-    files = demo_case(case_name)
+    files = TASK.demo_case(case_name)
     truth = json.loads(Path(files["truth"]).read_text(encoding="utf-8"))
     return logic.load_radiograph(files["image"], name=f"Wrist {case_name}"), truth
 

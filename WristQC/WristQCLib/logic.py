@@ -34,7 +34,7 @@ included) by :func:`mskai.geometry.index_to_lps` / :func:`lps_to_index`; RAS
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import slicer
@@ -94,41 +94,14 @@ class WristQCOutputs(OutputManager):
         node.GetDisplayNode().SetPointLabelsVisibility(False)
         return self._stamp(node, role, input_node)
 
-class WristQCImageTask(Task):
-    """The ``wrist`` analysis of images taken from the scene, keeping what the
-    panel needs after it: each run's :class:`mskai.wrist.pipeline.WristAnalysis`
-    (:attr:`runs`, by output folder) and the loaded models between runs.
-    ``models`` (e.g. a test's stand-in) replaces the bundles for every run.
-    A run writes ``result.json`` only; the Logic makes the reports when the
-    result is saved or exported (they follow keypoint corrections)."""
-
-    name = "wrist"
-
-    def __init__(self, models: Any = None) -> None:
-        from mskai.wrist.task import WristTask
-
-        self._task = WristTask()
-        self.title, self.slicer_module = self._task.title, self._task.slicer_module
-        self._fixed_models = models
-        self.runs: dict[Path, Any] = {}
-
-    def analyze(self, inputs: Sequence[Any], output_dir: str | Path | None = None, *,
-                model: str | None = None, device: str = "auto", force: bool = False,
-                progress: ProgressCallback | None = None, **options: Any) -> dict:
-        analysis = self._task.run(inputs[0], output_dir, model=self._fixed_models or model, device=device,
-                                  force=force, progress=progress or (lambda fraction, message: None),
-                                  reports=False, **options)
-        if output_dir is not None:
-            self.runs = {Path(output_dir): analysis}
-        return analysis.result
-
-
 class WristQCLogic(MSKAIModuleLogic):
     task_name = "wrist"
+    # A run writes result.json only; the Logic makes the reports when the result is
+    # saved or exported (they follow keypoint corrections).
+    scene_run_options = {"reports": False}
 
     def __init__(self, task: Task | None = None, outputs: OutputManager | None = None):
-        super().__init__(task if task is not None else WristQCImageTask(),
-                         outputs if outputs is not None else WristQCOutputs("WristQC"))
+        super().__init__(task, outputs if outputs is not None else WristQCOutputs("WristQC"))
         self.last_analysis: Any = None
         self._reports_written = False
 
@@ -225,7 +198,8 @@ class WristQCLogic(MSKAIModuleLogic):
         """The shared result table, then the scores table, the keypoints, the marker
         outline and the artifact heatmap."""
         result = super()._publish(result, output_dir, input_node)
-        self.last_analysis = getattr(self.task, "runs", {}).pop(Path(output_dir), None)
+        run = self._taken_run(output_dir)
+        self.last_analysis = run.analysis if run is not None else None
         self._reports_written = False
         if "parts" not in result:  # not a WristQC result (a stand-in task): only the table
             return result

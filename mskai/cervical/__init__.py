@@ -1,7 +1,7 @@
-"""Task `cervical`: cervical spondylosis findings on MR.
+"""Task `cervical`: cervical spondylosis findings on MR (five classifiers).
 
 Not built yet: every entry point answers "not available yet" (see :mod:`mskai.tasks`).
 """
-from mskai.tasks import PlaceholderTask
+from mskai.cervical.task import TASK
 
-TASK = PlaceholderTask("cervical")
+__all__ = ["TASK"]

@@ -8,10 +8,9 @@ evidence mapped back into the CT and named by vertebral level
 (:mod:`mskai.ovf.evidence`), the shared analysis (:mod:`mskai.ovf.pipeline`),
 synthetic spine phantoms (:mod:`mskai.ovf.phantoms`), training and evaluation
 (:mod:`mskai.ovf.training`, :mod:`mskai.ovf.evaluate`) and screening
-(:mod:`mskai.ovf.batch`).  :data:`TASK` is what the CLI and Slicer call.
+(:mod:`mskai.ovf.batch`).  :data:`TASK` (:mod:`mskai.ovf.task`) is what the CLI
+and Slicer call.
 """
-from mskai.ovf.task import OVFTask
-
-TASK = OVFTask()
+from mskai.ovf.task import TASK, OVFTask
 
 __all__ = ["TASK", "OVFTask"]

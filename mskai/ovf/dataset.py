@@ -52,7 +52,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,15 +63,14 @@ from torch.utils.data import Dataset
 
 from mskai import io as mskai_io
 from mskai import paths
+from mskai.datasets import CsvRow, existing_path, parse_split, read_dataset_csv
+from mskai.distributed import barrier
 from mskai.errors import InputError, MskaiError
+from mskai.files import atomic_open
 from mskai.progress import log, progress
 
-DATASET_FILE = "dataset.csv"
 REQUIRED_COLUMNS = ("case_id", "image", "label")
 OPTIONAL_COLUMNS = ("split", "vertebrae", "fracture_levels")
-SPLITS = ("train", "val", "test")
-_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
-                  "validation": "val", "test": "test", "testing": "test"}
 _LEVEL = re.compile(r"^(vertebrae_)?([CTLS]\d{1,2})$", re.IGNORECASE)
 CACHE_FORMAT = 1
 """Bumped whenever what is cached changes meaning, so stale caches are never read."""
@@ -120,84 +119,34 @@ def read_dataset(path: str | os.PathLike) -> OVFDataset:
     missing file or columns, empty or duplicate case ids, a missing image or labelling,
     a label other than 0/1, an unknown split, a malformed fracture level.
     """
-    csv_path = Path(path).expanduser()
-    if csv_path.is_dir():
-        csv_path = csv_path / DATASET_FILE
-    if not csv_path.is_file():
-        raise InputError(f"dataset file {csv_path} does not exist (a SpineOVF dataset is a CSV "
-                         f"with columns {','.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)})")
-    base = csv_path.parent
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as stream:
-            reader = csv.DictReader(stream)
-            columns = [name.strip() for name in reader.fieldnames or []]
-            reader.fieldnames = columns
-            rows = list(reader)
-    except UnicodeDecodeError:
-        raise InputError(f"{csv_path} is not UTF-8 text; save the dataset as a UTF-8 CSV") from None
-    except csv.Error as error:
-        raise InputError(f"{csv_path} is not a readable CSV ({error})") from None
-    missing = [name for name in REQUIRED_COLUMNS if name not in columns]
-    if missing:
-        raise InputError(f"{csv_path} lacks column(s) {', '.join(missing)}; a SpineOVF dataset "
-                         f"needs {','.join(REQUIRED_COLUMNS)} (optional: {','.join(OPTIONAL_COLUMNS)})")
-    if not rows:
-        raise InputError(f"{csv_path} has a header but no cases")
-    has_split = "split" in columns
-    cases, seen = [], {}
-    for line, row in enumerate(rows, start=2):  # line 1 is the header
-        cases.append(_parse_row(row, line, csv_path, base, has_split, seen))
-    return OVFDataset(path=csv_path, cases=cases, has_split=has_split)
+    table = read_dataset_csv(path, "SpineOVF", REQUIRED_COLUMNS, OPTIONAL_COLUMNS)
+    has_split = "split" in table.columns
+    cases = [_parse_row(row, table.base, has_split) for row in table.rows()]
+    return OVFDataset(path=table.path, cases=cases, has_split=has_split)
 
 
-def _parse_row(row: dict[str, str | None], line: int, csv_path: Path, base: Path,
-               has_split: bool, seen: dict[str, int]) -> OVFCase:
-    where = f"{csv_path.name} line {line}"
-
-    def cell(name: str) -> str:
-        return (row.get(name) or "").strip()
-
-    case_id = cell("case_id")
-    if not case_id:
-        raise InputError(f"{where}: case_id is empty")
-    if case_id in seen:
-        raise InputError(f"{where}: case_id {case_id!r} already used on line {seen[case_id]}")
-    seen[case_id] = line
-    image = _existing_path(cell("image"), base, f"{where} ({case_id}): image")
-    label_text = cell("label")
+def _parse_row(row: CsvRow, base: Path, has_split: bool) -> OVFCase:
+    where = f"{row.where} ({row.case_id})"
+    image = existing_path(row.cell("image"), base, f"{where}: image")
+    label_text = row.cell("label")
     if label_text not in ("0", "1"):
-        raise InputError(f"{where} ({case_id}): label {label_text!r} must be 1 (fracture) or "
+        raise InputError(f"{where}: label {label_text!r} must be 1 (fracture) or "
                          "0 (no fracture)")
-    split = None
-    if has_split:
-        split = _SPLIT_ALIASES.get(cell("split").lower())
-        if split is None:
-            raise InputError(f"{where} ({case_id}): split {cell('split')!r} must be train, val "
-                             "or test")
-    vertebrae = (_existing_path(cell("vertebrae"), base, f"{where} ({case_id}): vertebrae")
-                 if cell("vertebrae") else None)
-    levels = tuple(part.strip() for part in cell("fracture_levels").replace(",", ";").split(";")
+    split = parse_split(row.cell("split"), where) if has_split else None
+    vertebrae = (existing_path(row.cell("vertebrae"), base, f"{where}: vertebrae")
+                 if row.cell("vertebrae") else None)
+    levels = tuple(part.strip() for part in row.cell("fracture_levels").replace(",", ";").split(";")
                    if part.strip())
     for level in levels:
         if not _LEVEL.match(level):
-            raise InputError(f"{where} ({case_id}): fracture level {level!r} is not a vertebra "
+            raise InputError(f"{where}: fracture level {level!r} is not a vertebra "
                              "name like L1 or T12")
     if levels and label_text == "0":
-        raise InputError(f"{where} ({case_id}): label 0 (no fracture) but fracture_levels "
+        raise InputError(f"{where}: label 0 (no fracture) but fracture_levels "
                          f"{';'.join(levels)} are given")
-    return OVFCase(case_id=case_id, image=image, label=int(label_text), split=split,
+    return OVFCase(case_id=row.case_id, image=image, label=int(label_text), split=split,
                    vertebrae=vertebrae,
                    fracture_levels=tuple(_LEVEL.match(level).group(2).upper() for level in levels))
-
-
-def _existing_path(text: str, base: Path, what: str) -> Path:
-    if not text:
-        raise InputError(f"{what} is empty")
-    path = Path(text).expanduser()
-    path = path if path.is_absolute() else base / path
-    if not path.exists():
-        raise InputError(f"{what} {text!r} does not exist (looked for {path})")
-    return path
 
 
 def assign_splits(dataset: OVFDataset, seed: int,
@@ -274,7 +223,7 @@ class PreprocessingParams:
         return values
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> PreprocessingParams:
+    def from_dict(cls, values: Mapping[str, Any]) -> PreprocessingParams:
         """From a recipe's or bundle's ``preprocessing`` block (other keys are ignored)."""
         known = {name: values[name] for name in cls.__dataclass_fields__ if name in values}
         if "window" in known:
@@ -359,8 +308,10 @@ def preprocess_case(case: OVFCase, params: PreprocessingParams,
             "n_slices": int(slices.shape[0]), "shape": list(slices.shape),
             "indices": [int(i) for i in selection.indices], "warnings": warnings,
             "params": params.to_dict()}
-    _atomic_write(slices_path, lambda handle: np.save(handle, slices))
-    _atomic_write(info_path, lambda handle: handle.write(json.dumps(info, indent=1).encode()))
+    with atomic_open(slices_path) as handle:
+        np.save(handle, slices)
+    with atomic_open(info_path) as handle:
+        handle.write(json.dumps(info, indent=1).encode())
     return CachedCase(case.case_id, case.label, slices_path, int(slices.shape[0]),
                       tuple(warnings), info)
 
@@ -373,8 +324,6 @@ def prepare_cases(cases: Sequence[OVFCase], params: PreprocessingParams, *, rank
     of the cases (``cases[rank::world_size]``), waits for the others at a barrier, then finds
     every case in the cache (which must be on a file system all ranks see).
     """
-    from mskai.train import barrier
-
     cache = cache_folder(params)
     if world_size > 1:
         for case in cases[rank::world_size]:
@@ -387,18 +336,6 @@ def prepare_cases(cases: Sequence[OVFCase], params: PreprocessingParams, *, rank
         log(f"{len(warned)} of {len(done)} cases had preprocessing warnings "
             f"(first: {warned[0].case_id}: {warned[0].warnings[0]})")
     return done
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write through a temporary file renamed over ``path``: concurrent writers (ranks)
-    and interruptions never leave a partial cache entry."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            write(handle)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def mean_image(cases: Sequence[CachedCase]) -> np.ndarray:

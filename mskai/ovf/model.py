@@ -38,6 +38,7 @@ import torch
 from monai.networks.nets import ResNet
 from torch import nn
 
+from mskai.bundles import BundleSource
 from mskai.errors import ModelError
 
 ARCHITECTURE_NAME = "ovf-cnn-lstm"
@@ -269,7 +270,7 @@ def save_ovf_bundle(folder: str | Path, model: OVFModel, *, architecture: Mappin
     return create_bundle(folder, meta, model.state_dict(), fp16=fp16)
 
 
-def load_ovf_bundle(bundle: Any = None, device: str | torch.device = "cpu",
+def load_ovf_bundle(bundle: BundleSource | None = None, device: str | torch.device = "cpu",
                     accelerate: bool = True) -> tuple[OVFModel, dict[str, Any]]:
     """The model (eval mode, on ``device``) and metadata of an ``ovf`` bundle.
 
@@ -295,14 +296,7 @@ def load_ovf_bundle(bundle: Any = None, device: str | torch.device = "cpu",
         model = build_model(bundle.metadata["architecture"])
     except (ValueError, TypeError, KeyError) as error:
         raise ModelError(f"model bundle {bundle.label}: bad SpineOVF architecture ({error})") from None
-    state = bundle.state_dict()
-    state.setdefault("mean_image", torch.zeros_like(model.mean_image))
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ModelError(f"model bundle {bundle.label}: weights do not fit its architecture ({first})") from None
-    model.to(device).eval()
+    bundles.load_weights(model, bundle, device, defaults={"mean_image": torch.zeros_like(model.mean_image)})
     metadata = dict(bundle.metadata)
     metadata["preprocessing"] = preprocessing_config(metadata)
     metadata["preprocessing"]["size"] = int(model.mean_image.shape[-1])

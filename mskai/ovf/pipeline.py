@@ -7,18 +7,16 @@ runner and the Slicer Logic share; it returns an :class:`OVFAnalysis` whose
 Input checks (SPEC §5), each a one-line :class:`mskai.InputError`:
 
 * a single slice, or fewer than 2 slices: refused (:func:`mskai.io.require_volume`);
-* not a CT, unless ``force``: a DICOM ``Modality`` (``meta["modality"]``)
-  other than CT is refused; without a modality (NIfTI/NRRD) the intensities
-  decide: a CT in HU has air or gas (at least 0.1 % of the voxels below
-  -500 HU) and bone (at least 0.1 % above 200 HU); an MR or other image in
-  arbitrary non-negative units has no voxel below -500.  With ``force`` the
-  analysis runs and the result carries a warning;
+* not a CT, unless ``force`` (:func:`mskai.ct.check_ct`: a DICOM ``Modality``
+  other than CT, or without one intensities with no air or no bone in HU).
+  With ``force`` the analysis runs and the result carries a warning;
 * cranio-caudal coverage below :data:`MIN_COVERAGE_MM` (80 mm, about three
   vertebral bodies with their discs): refused, a sagittal analysis of the
-  spine needs more;
+  spine needs more (:func:`mskai.ct.check_coverage`);
 * NaN/inf voxels (possible when an :class:`Image` comes from elsewhere than
-  :mod:`mskai.io`) are replaced by the finite minimum with a warning;
-  non-uniform slice spacing, gantry tilt and missing spacing are corrected or
+  :mod:`mskai.io`) are replaced by the finite minimum with a warning
+  (:func:`mskai.ct.finite_image`);
+* non-uniform slice spacing, gantry tilt and missing spacing are corrected or
   reported by :mod:`mskai.io`, whose warnings the result carries.
 """
 from __future__ import annotations
@@ -32,23 +30,26 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from mskai.bundles import Bundle
+from mskai.ct import check_coverage, check_ct, finite_image
 from mskai.device import describe_device, resolve_device
 from mskai.errors import InputError
-from mskai.geometry import index_to_lps, lps_to_index, world_bounds
+from mskai.files import read_json
+from mskai.geometry import index_to_lps, lps_to_index
 from mskai.image import Image
-from mskai.io import read_json, require_volume
+from mskai.io import require_volume
 from mskai.ovf import evidence as ev
 from mskai.ovf.model import AGGREGATORS, OVFModel, load_ovf_bundle
-from mskai.ovf.preprocess import (SagittalSelection, SquareFrame, select_central_sagittal_slices,
-                                  slices_to_tensor)
+from mskai.ovf.preprocess import (BONE_HU, SagittalSelection, SquareFrame,
+                                  select_central_sagittal_slices, slices_to_tensor)
 from mskai.results import StageTimer, new_result
+from mskai.tasks import ProgressCallback
 
+MODULE = "SpineOVF"
+"""The module named in the input checks' messages."""
 MIN_COVERAGE_MM = 80.0
-AIR_OR_GAS_HU = -500.0
-BONE_HU = 200.0
-MIN_VOXEL_SHARE = 0.001
+COVERAGE_PURPOSE = "of spine (about three vertebrae) for a sagittal analysis"
 DEFAULT_EVIDENCE = "top3"
-ProgressCallback = Callable[[float, str], None]
 
 
 @dataclass
@@ -81,68 +82,7 @@ class OVFAnalysis:
     metadata: dict[str, Any] = field(repr=False)
 
 
-# --------------------------------------------------------------------------- checks
-
-def check_ct(image: Image, force: bool = False) -> str | None:
-    """Refuse (InputError) an image that is not a CT unless ``force``; with
-    ``force`` return the warning to record.  See the module docstring for the rule."""
-    modality = str(image.meta.get("modality") or "").strip().upper()
-    if modality:
-        if modality == "CT":
-            return None
-        problem = f"the input is {_article(modality)} {modality} image (DICOM Modality {modality}), not CT"
-    else:
-        # A regular subsample of at most about 2 million voxels decides (fast on large scans).
-        step = max(1, int(np.ceil((image.array.size / 2e6) ** (1 / 3))))
-        values = image.array[::step, ::step, ::step]
-        finite = values[np.isfinite(values)]
-        if finite.size == 0:
-            raise InputError("the input holds no finite voxel values")
-        air_share = float(np.count_nonzero(finite < AIR_OR_GAS_HU)) / finite.size
-        bone_share = float(np.count_nonzero(finite > BONE_HU)) / finite.size
-        if air_share >= MIN_VOXEL_SHARE and bone_share >= MIN_VOXEL_SHARE:
-            return None
-        low, high = np.percentile(finite, [1, 99])
-        missing = " and ".join(what for what, share in (("no air near -1000 HU", air_share),
-                                                        ("no bone above 200 HU", bone_share))
-                               if share < MIN_VOXEL_SHARE)
-        kind = "MR or another non-CT image" if low >= -1.0 else "not a CT in HU"
-        problem = (f"the input looks like {kind}, not CT (intensities {low:.0f} to {high:.0f}: "
-                   f"{missing})")
-    if not force:
-        raise InputError(f"{problem}; SpineOVF needs a CT (use --force to analyse anyway)")
-    return f"{problem}; analysed anyway because of --force: the result is not reliable"
-
-
-def _article(word: str) -> str:
-    return "an" if word[:1] in "AEFHILMNORSX" else "a"
-
-
-def check_coverage(image: Image, min_mm: float = MIN_COVERAGE_MM) -> float:
-    """Cranio-caudal (LPS z) extent of the image in mm; InputError below ``min_mm``."""
-    low, high = world_bounds(image)
-    extent = float(high[2] - low[2])
-    if extent < min_mm:
-        raise InputError(f"the scan covers only {extent:.0f} mm cranio-caudally; SpineOVF needs at "
-                         f"least {min_mm:.0f} mm of spine (about three vertebrae) for a sagittal analysis")
-    return extent
-
-
-def _finite_image(image: Image) -> tuple[Image, str | None]:
-    array = image.array
-    if not np.issubdtype(array.dtype, np.floating):
-        return image.with_array(array.astype(np.float32)), None
-    bad = ~np.isfinite(array)
-    if not bad.any():
-        return image, None
-    finite = array[~bad]
-    fill = float(finite.min()) if finite.size else 0.0
-    fixed = np.where(bad, np.float32(fill), array).astype(np.float32)
-    return image.with_array(fixed), (f"{int(bad.sum())} voxels were NaN or infinite and were "
-                                     f"replaced by the finite minimum {fill:g}")
-
-
-def parse_evidence(evidence: Any, slice_indices: Sequence[int], slice_probs: np.ndarray) -> list[int]:
+def parse_evidence(evidence: str | Sequence[int] | None, slice_indices: Sequence[int], slice_probs: np.ndarray) -> list[int]:
     """Slab positions to explain for ``evidence``: ``"top3"``/``"topN"`` (the N most
     suspicious slices), ``"all"``, ``"none"``/None, or stack indices as a list or
     a string ``"4,7"``; indices not analysed are refused (InputError)."""
@@ -174,7 +114,7 @@ def parse_evidence(evidence: Any, slice_indices: Sequence[int], slice_probs: np.
 
 # --------------------------------------------------------------------------- analysis
 
-def analyze_image(image: Image, *, bundle: Any = None, model: Any = None,
+def analyze_image(image: Image, *, model: Bundle | str | Path | tuple[OVFModel, dict[str, Any]] | None = None,
                   device: str | torch.device = "auto",
                   aggregator: str | None = None, vertebrae: Image | None = None,
                   vertebra_names: Mapping[int, str] | None = None, evidence: Any = DEFAULT_EVIDENCE,
@@ -185,9 +125,10 @@ def analyze_image(image: Image, *, bundle: Any = None, model: Any = None,
 
     Args:
         image: the CT (HU, any orientation), e.g. from :func:`mskai.io.read_image`.
-        bundle: model bundle (Bundle, folder or id); None: the default ``ovf`` bundle.
-        model: the same as ``bundle``, or an already loaded ``(OVFModel, metadata)``
-            from :func:`mskai.ovf.model.load_ovf_bundle` (batch runs load once).
+        model: a model bundle (:class:`mskai.bundles.Bundle`, folder or id), or an
+            already loaded ``(OVFModel, metadata)`` from
+            :func:`mskai.ovf.model.load_ovf_bundle` (the task loads once);
+            None: the default ``ovf`` bundle.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         aggregator: ``lstm``, ``max``, ``mean`` or ``vote``; None: the bundle's default.
         vertebrae: optional vertebra labelmap (any grid) to name the level of the evidence.
@@ -207,22 +148,21 @@ def analyze_image(image: Image, *, bundle: Any = None, model: Any = None,
     timer = timer or StageTimer()
     report(0.0, "checking the input")
     require_volume(image, what="SpineOVF (a sagittal analysis of a CT volume)")
-    image, nan_warning = _finite_image(image)
+    image, nan_warning = finite_image(image)
     warnings: list[str] = list(image.warnings)
     if nan_warning:
         warnings.append(nan_warning)
-    ct_warning = check_ct(image, force)
+    ct_warning = check_ct(image, force, module=MODULE)
     if ct_warning:
         warnings.append(ct_warning)
-    check_coverage(image)
+    check_coverage(image, MIN_COVERAGE_MM, module=MODULE, purpose=COVERAGE_PURPOSE)
 
     report(0.05, "loading the model")
     torch_device = resolve_device(device)
-    source = model if model is not None else bundle
-    if isinstance(source, tuple):
-        network, metadata = source
+    if isinstance(model, tuple):
+        network, metadata = model
     else:
-        network, metadata = load_ovf_bundle(source, device=torch_device)
+        network, metadata = load_ovf_bundle(model, device=torch_device)
     model_device = next(network.parameters()).device
     prep = metadata["preprocessing"]
     aggregator = aggregator or metadata.get("default_aggregator") or "lstm"
@@ -355,7 +295,7 @@ def explain_slices(analysis: OVFAnalysis, positions: Sequence[int], *, vertebrae
     return analysis
 
 
-def explain(analysis: OVFAnalysis, evidence: Any = DEFAULT_EVIDENCE, **options: Any) -> OVFAnalysis:
+def explain(analysis: OVFAnalysis, evidence: str | Sequence[int] | None = DEFAULT_EVIDENCE, **options: Any) -> OVFAnalysis:
     """:func:`explain_slices` for an ``evidence`` choice as :func:`analyze_image` takes it
     (``"top3"``, ``"all"`` or sagittal stack indices, e.g. the slice a user looks at)."""
     positions = parse_evidence(evidence, analysis.selection.indices, analysis.slice_probs)
@@ -414,8 +354,6 @@ def read_vertebrae(path: str | Path, names: Mapping[int, str] | None = None) -> 
 
 
 def _sidecar_names(path: Path) -> dict[int, str]:
-    import json
-
     name = path.name
     stem = next((name[:-len(s)] for s in LABELMAP_SUFFIXES if name.lower().endswith(s)), name)
     for candidate in (path.with_name(stem + ".json"), path.with_name(name + ".json")):
@@ -449,7 +387,7 @@ def write_outputs(analysis: OVFAnalysis, output_dir: str | Path) -> dict[str, An
     ``outputs`` (file names relative to ``output_dir``).
     """
     from mskai.io import write_image
-    from mskai.results import save_overlay_png, write_result
+    from mskai.results import save_overlay_png, write_final_result
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -475,11 +413,4 @@ def write_outputs(analysis: OVFAnalysis, output_dir: str | Path) -> dict[str, An
         save_overlay_png(out / name, sagittal.array[m], window=OVERLAY_WINDOW, heatmap=heat,
                          points=points, pixel_aspect=sagittal.spacing[1] / sagittal.spacing[0])
         outputs["overlays"].append(name)
-    result["outputs"] = outputs
-    seconds = time.perf_counter() - start
-    timing = dict(result.get("timing") or {})
-    timing["write"] = round(seconds, 4)
-    timing["total"] = round(timing.get("total", 0.0) + seconds, 4)
-    result["timing"] = timing
-    write_result(out, result)
-    return result
+    return write_final_result(out, result, outputs, start)

@@ -1,7 +1,7 @@
 """SpineOVF training recipes: the paper's hyper-parameters and a CPU-sized demo.
 
 A recipe is an :class:`OVFRecipe`: the network (``build_model`` arguments), the
-preprocessing, the augmentation and one :class:`mskai.train.TrainConfig` per stage:
+preprocessing, the augmentation and one :class:`mskai.recipes.TrainConfig` per stage:
 
 1. ``extractor``: the per-slice CNN, every slice labelled with its scan's label (BCE);
    batch-norm is frozen afterwards.
@@ -36,17 +36,14 @@ key by key.  Unknown fields are refused with one line.
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
-import json
+import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
 
 from mskai.errors import InputError
 from mskai.ovf.dataset import PreprocessingParams
 from mskai.ovf.model import PAPER_ARCHITECTURE
-from mskai.train import TrainConfig, read_recipe
+from mskai.recipes import TrainConfig, plain_fields, read_recipe
 
 STAGES = ("extractor", "aggregator", "final")
 
@@ -126,10 +123,7 @@ class OVFRecipe:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values (stored in the bundle's ``training_data.recipe``)."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for stage in STAGES:
-            values[stage] = None if values[stage] is None else values[stage].to_dict()
-        return json.loads(json.dumps(values))
+        return plain_fields(self)
 
 
 def _stage(**values: Any) -> TrainConfig:
@@ -180,34 +174,15 @@ def demo_recipe() -> OVFRecipe:
 RECIPES = {"paper": paper_recipe, "demo": demo_recipe}
 
 
-def load_recipe(recipe: str | Path | Mapping[str, Any] | OVFRecipe) -> OVFRecipe:
+def load_recipe(recipe: str | os.PathLike | Mapping[str, Any] | OVFRecipe) -> OVFRecipe:
     """A recipe by name (``paper``, ``demo``), from a JSON file, from a mapping of overrides
     (``{"base": "demo", "extractor": {"epochs": 1}}``) or as given."""
     if isinstance(recipe, OVFRecipe):
         return recipe
-    return read_recipe(recipe, RECIPES, _from_overrides)
+    return read_recipe(recipe, RECIPES, _build)
 
 
-def _from_overrides(values: dict[str, Any], where: str) -> OVFRecipe:
-    base_name = values.pop("base", "paper")
-    if base_name not in RECIPES:
-        raise InputError(f"{where}: base {base_name!r} must be one of {', '.join(RECIPES)}")
-    merged = RECIPES[base_name]().to_dict()
-    known = set(merged)
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise InputError(f"{where}: unknown recipe field(s) {', '.join(unknown)}; known: "
-                         f"base, {', '.join(sorted(known))}")
-    for key, value in values.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = {**merged[key], **copy.deepcopy(dict(value))}
-        else:
-            merged[key] = copy.deepcopy(value)
-    if "name" not in values:
-        merged["name"] = f"{base_name}+overrides"
-    try:
-        stages = {stage: None if merged[stage] is None else TrainConfig.from_dict(merged[stage])
-                  for stage in STAGES}
-    except (TypeError, ValueError) as error:
-        raise InputError(f"{where}: {error}") from None
-    return OVFRecipe(**{**merged, **stages})
+def _build(fields: dict[str, Any]) -> OVFRecipe:
+    stages = {stage: None if fields[stage] is None else TrainConfig.from_dict(fields[stage])
+              for stage in STAGES}
+    return OVFRecipe(**{**fields, **stages})

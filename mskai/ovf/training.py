@@ -27,13 +27,14 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from mskai.distributed import barrier
 from mskai.errors import InputError
 from mskai.metrics import auc_score
 from mskai.ovf.dataset import (Augmentation, CachedCase, OVFDataset, ScanDataset, SliceDataset,
@@ -42,8 +43,8 @@ from mskai.ovf.dataset import (Augmentation, CachedCase, OVFDataset, ScanDataset
 from mskai.ovf.evaluate import aggregator_metrics, scan_probabilities
 from mskai.ovf.recipes import OVFRecipe, load_recipe
 from mskai.progress import log
-from mskai.train import (TrainConfig, Trainer, barrier, distributed_context, freeze_batchnorm,
-                         seed_everything)
+from mskai.recipes import TrainConfig
+from mskai.train import Trainer, freeze_batchnorm, load_weights, seed_everything, start_training
 
 BUNDLE_FOLDER = "bundle"
 STAGE_FOLDERS = {"extractor": "extractor", "aggregator": "aggregator", "final": "final"}
@@ -91,7 +92,7 @@ class _ScanClassifier(nn.Module):
         return {"scan": scan, "slice_logits": logits, "slice_scan": owner}
 
 
-def _scan_loss(slice_weight: float):
+def _scan_loss(slice_weight: float) -> Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]:
     def loss(outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
         scan = nn.functional.binary_cross_entropy(outputs["scan"].clamp(_EPS, 1 - _EPS), targets)
         if slice_weight == 0:
@@ -115,13 +116,6 @@ def _stage_config(config: TrainConfig, recipe: OVFRecipe, device: str, **changes
     return dataclasses.replace(config, seed=recipe.seed, device=device, **changes)
 
 
-def _load_checkpoint(module: nn.Module, path: Path) -> int:
-    """Load the model weights of a Trainer checkpoint; returns its epoch."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    module.load_state_dict(checkpoint["model"])
-    return int(checkpoint["epoch"])
-
-
 def _prepare_splits(dataset: OVFDataset, recipe: OVFRecipe, output_dir: Path,
                     is_main: bool) -> OVFDataset:
     if not dataset.has_split:
@@ -134,7 +128,7 @@ def _prepare_splits(dataset: OVFDataset, recipe: OVFRecipe, output_dir: Path,
     return dataset
 
 
-def train_ovf(data: str | os.PathLike, recipe: str | os.PathLike | dict | OVFRecipe,
+def train_ovf(data: str | os.PathLike, recipe: str | os.PathLike | Mapping[str, Any] | OVFRecipe,
               output_dir: str | os.PathLike, device: str = "auto",
               resume: bool = False) -> dict[str, Any]:
     """Train a SpineOVF model and write its bundle to ``output_dir/bundle``.
@@ -156,10 +150,7 @@ def train_ovf(data: str | os.PathLike, recipe: str | os.PathLike | dict | OVFRec
 
     started = time.perf_counter()
     recipe = load_recipe(recipe)
-    output = Path(output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    context = distributed_context(
-        backend="nccl" if device != "cpu" and torch.cuda.is_available() else "gloo")
+    output, context = start_training(output_dir, device)
     dataset = _prepare_splits(read_dataset(data), recipe, output, context.is_main)
     params = recipe.preprocessing_params()
     log(f"SpineOVF training, recipe {recipe.name}: {json.dumps(dataset.counts())}")
@@ -267,7 +258,7 @@ def _stage_summary(trainer: Trainer, stage_dir: Path, module: nn.Module) -> dict
     if not best.is_file():
         raise InputError(f"{stage_dir} has no best.pt: the stage ended without a validation "
                          "loss; train again without --resume")
-    epoch = _load_checkpoint(module, best)
+    epoch = load_weights(module, best)
     return {"epochs": len(trainer.rows), "best_epoch": epoch,
             "best_val_loss": round(float(trainer.best_val_loss), 6), "folder": stage_dir.name,
             "kept": "best validation loss"}

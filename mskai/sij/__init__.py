@@ -2,6 +2,6 @@
 
 Not built yet: every entry point answers "not available yet" (see :mod:`mskai.tasks`).
 """
-from mskai.tasks import PlaceholderTask
+from mskai.sij.task import TASK
 
-TASK = PlaceholderTask("sij")
+__all__ = ["TASK"]

@@ -1,53 +1,49 @@
 """Department QC (SPEC §4.7, beyond): ``mskai batch wrist`` over many radiographs.
 
-Input
-    * a **folder**, searched recursively: every DICOM file (recognised by its
-      ``DICM`` preamble, whatever its name, or by a ``.dcm``/``.dicom`` suffix) and
-      every PNG/JPEG file is one image; other files (JSON sidecars, notes) are not
-      images and are left out;
-    * or a **list file**: one image path per line, ``#`` starts a comment,
-      relative paths are relative to the list file's folder.
+The runner (input discovery, resume, ``torchrun`` shards, the failure rule) is
+:mod:`mskai.batch`; this file is what WristQC's batch is:
 
-Output (``output_dir``)
-    * ``images/<key>/result.json`` per analysed image (``key``: the file's stem
-      and a hash of its absolute path, stable across runs);
-    * ``images.csv``: one row per image, :data:`CSV_COLUMNS`; ``device`` is
-      Manufacturer + ManufacturerModelName (+ StationName in brackets),
-      ``operator`` OperatorsName (empty when absent), ``month`` YYYY-MM of
-      StudyDate; ``status`` ``ok`` or ``failed: <one-line reason>``;
-    * ``summary.json`` and ``summary.html`` (self-contained, plots embedded):
-      the grade distribution overall, by device, by operator (when any image
-      has the tag) and by month, the mean score per group, the items that lose
-      the most points, and the failures;
-    * ``grades_by_device.png``, ``grades_by_operator.png``, ``grades_by_month.png``
-      (:func:`mskai.plots.plot_bars`).
+* a **folder** is searched recursively: every DICOM file (recognised by its
+  ``DICM`` preamble, whatever its name, or by a ``.dcm``/``.dicom`` suffix) and
+  every PNG/JPEG file is one image; other files (JSON sidecars, notes) are not
+  images and are left out;
+* ``images/<key>/result.json`` per analysed image, with the department facts;
+* ``images.csv``: one row per image, :data:`CSV_COLUMNS`; ``device`` is
+  Manufacturer + ManufacturerModelName (+ StationName in brackets),
+  ``operator`` OperatorsName (empty when absent), ``month`` YYYY-MM of
+  StudyDate; a failed image keeps the facts its header still gives;
+* ``summary.json`` and ``summary.html`` (self-contained, plots embedded): the
+  grade distribution overall, by device, by operator (when any image has the
+  tag) and by month, the mean score per group, the items that lose the most
+  points, and the failures;
+* ``grades_by_device.png``, ``grades_by_operator.png``, ``grades_by_month.png``
+  (:func:`mskai.plots.plot_bars`).
 
-A failing image (unreadable, not a wrist, ...) is logged in one line on stderr,
-recorded with its reason and skipped.  ``resume=True`` keeps the images whose
-``result.json`` exists (their row is rebuilt from it) and retries the failed ones.
-The models are loaded once; images run one after the other, each network
-using all of torch's intra-op threads (the cores of the machine).
+The models are loaded once per process; each network uses all of torch's
+intra-op threads (the cores of the machine).
 """
 from __future__ import annotations
 
 import base64
-import csv
-import hashlib
 import html
 import json
 import re
 import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any
 
-from mskai.errors import InputError, MskaiError
+from mskai.batch import RESULT_NAME, BatchItem, BatchPlan, item_key
+from mskai.progress import log
+
+if TYPE_CHECKING:
+    from mskai.wrist.models import WristModels
+    from mskai.wrist.task import WristTask
 
 CSV_NAME = "images.csv"
 CSV_COLUMNS = ("path", "sop_instance_uid", "device", "operator", "month", "view", "view_source", "total",
                "grade", "tags", "marker", "artifact", "layout", "warnings", "status")
 IMAGES_DIR = "images"
-RESULT_NAME = "result.json"
 GRADES = ("A", "B", "C", "D")
 IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg")
 GROUPINGS = (("device", "by device"), ("operator", "by operator"), ("month", "by month"))
@@ -64,34 +60,11 @@ def _is_dicom_file(path: Path) -> bool:
         return False
 
 
-def find_images(source: str | Path) -> list[Path]:
-    """The images of a folder (recursive) or of a list file, in a stable order."""
-    source = Path(source)
-    if source.is_dir():
-        found = [path for path in sorted(source.rglob("*"))
-                 if path.is_file() and not any(part.startswith(".") for part in path.relative_to(source).parts)
-                 and (path.name.lower().endswith(IMAGE_SUFFIXES) or _is_dicom_file(path))]
-        if not found:
-            raise InputError(f"{source}: no DICOM, PNG or JPEG images found (searched recursively)")
-        return found
-    if source.is_file():
-        images = []
-        for line in source.read_text(encoding="utf-8", errors="replace").splitlines():
-            entry = line.split("#", 1)[0].strip()
-            if entry:
-                path = Path(entry).expanduser()
-                images.append(path if path.is_absolute() else source.parent / path)
-        if not images:
-            raise InputError(f"{source}: the list file names no images")
-        return images
-    raise InputError(f"{source}: no such folder or list file")
-
-
-def image_key(path: Path) -> str:
-    """Output folder name of an image: its stem and a hash of its absolute path."""
-    digest = hashlib.sha1(str(path.resolve()).encode("utf-8")).hexdigest()[:10]
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.name)[:60]
-    return f"{stem}-{digest}"
+def images_in_folder(folder: Path) -> list[Path]:
+    """The images of a folder (recursive, hidden folders and files left out), in a stable order."""
+    return [path for path in sorted(folder.rglob("*"))
+            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+            and (path.name.lower().endswith(IMAGE_SUFFIXES) or _is_dicom_file(path))]
 
 
 # --------------------------------------------------------------------------- department facts
@@ -140,72 +113,41 @@ def _row(path: Path, facts: dict[str, str], result: dict | None, status: str) ->
     return row
 
 
-def _analyse(task: Any, path: Path, out: Path, models: Any, device: str, force: bool) -> dict[str, Any]:
-    """One image: result.json with the department facts; returns its CSV row."""
-    from mskai.io import read_image
-    from mskai.results import write_result
+def batch_plan(task: WristTask, *, force: bool = False) -> BatchPlan:
+    """WristQC's department batch (module docstring); ``force`` scores non-wrist images too."""
 
-    image = read_image(path)
-    facts = department_facts(image.header)
-    analysis = task.run(image, None, model=models, device=device, force=force, heatmap=False,
-                        progress=lambda fraction, message: None)
-    result = analysis.result
-    result["department"] = facts
-    write_result(out, result)
-    return _row(path, facts, result, "ok")
+    def analyse(models: WristModels, item: BatchItem, output_dir: Path, device: str) -> dict:
+        from mskai.io import read_image
+        from mskai.results import write_result
 
+        image = read_image(item.path)
+        facts = department_facts(image.header)
+        analysis = task.run(image, None, model=models, device=device, force=force, heatmap=False,
+                            progress=lambda fraction, message: None)
+        result = analysis.result
+        result["department"] = facts
+        write_result(output_dir, result)
+        return result
 
-def run_batch(source: str | Path, output_dir: str | Path, *, resume: bool = False, model: Any = None,
-              device: str = "auto", force: bool = False, task: Any = None) -> dict[str, Any]:
-    """Analyse every image of ``source`` (folder or list file); write the CSV and the summary.
+    def finish(rows: list[dict[str, str]], output_dir: Path, models: WristModels,
+               counts: dict[str, Any]) -> dict[str, Any]:
+        summary = summarise_rows(rows, output_dir)
+        summary.update(model=models.info(), source=counts["source"], reused_from_previous_run=counts["skipped"])
+        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n",
+                                                 encoding="utf-8")
+        (output_dir / "summary.html").write_text(_summary_html(summary, output_dir), encoding="utf-8")
+        grades = ", ".join(f"{grade} {summary['grades'][grade]}" for grade in GRADES)
+        log(f"wrist batch: {summary['n_ok']} of {summary['n_images']} images graded ({grades}), "
+            f"{summary['n_failed']} failed -> {output_dir / 'summary.html'}")
+        return summary
 
-    Returns the summary dict (also ``summary.json``).  ``task`` is the
-    :class:`mskai.wrist.task.WristTask` to use (default the registered one).
-    """
-    from mskai.progress import log, progress
-
-    if task is None:
-        from mskai.wrist import TASK as task
-    output_dir = Path(output_dir)
-    images = find_images(source)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    models = task.models(model, device)
-    rows = []
-    reused = 0
-    for path in progress(images, desc="wrist batch", unit="image"):
-        out = output_dir / IMAGES_DIR / image_key(path)
-        done = out / RESULT_NAME
-        if resume and done.is_file():
-            result = json.loads(done.read_text(encoding="utf-8"))
-            rows.append(_row(path, result.get("department", {}), result, "ok"))
-            reused += 1
-            continue
-        try:
-            rows.append(_analyse(task, path, out, models, device, force))
-        except MskaiError as error:
-            log(f"wrist batch: {path}: failed: {error}")
-            rows.append(_row(path, department_facts(_header_only(path)), None, f"failed: {error}"))
-        except Exception as error:  # an internal error on one image must not stop the department's batch
-            message = " ".join(str(error).split()) or type(error).__name__
-            log(f"wrist batch: {path}: internal error: {type(error).__name__}: {message}")
-            rows.append(_row(path, department_facts(_header_only(path)), None,
-                             f"failed: internal error: {type(error).__name__}: {message}"))
-    _write_csv(output_dir / CSV_NAME, rows)
-    summary = summarise_rows(rows, output_dir)
-    summary.update(model=models.info(), source=str(source), reused_from_previous_run=reused)
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    (output_dir / "summary.html").write_text(_summary_html(summary, output_dir), encoding="utf-8")
-    grades = ", ".join(f"{grade} {summary['grades'][grade]}" for grade in GRADES)
-    log(f"wrist batch: {summary['n_ok']} of {summary['n_images']} images graded ({grades}), "
-        f"{summary['n_failed']} failed -> {output_dir / 'summary.html'}")
-    return summary
-
-
-def _write_csv(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    return BatchPlan(label="wrist batch", item_word="images",
+                     folder_expects="DICOM, PNG or JPEG images, searched recursively", csv_name=CSV_NAME,
+                     items_dir=IMAGES_DIR, columns=CSV_COLUMNS, find_in_folder=images_in_folder, analyse=analyse,
+                     row=lambda item, result: _row(item.path, result.get("department", {}), result, "ok"),
+                     failed_row=lambda item, reason: _row(item.path, department_facts(_header_only(item.path)),
+                                                          None, f"failed: {reason}"),
+                     finish=finish)
 
 
 # --------------------------------------------------------------------------- summary
@@ -255,7 +197,7 @@ def _most_lost_items(rows: list[dict[str, Any]], output_dir: Path, top: int = 10
     for row in rows:
         if row["status"] != "ok":
             continue
-        path = output_dir / IMAGES_DIR / image_key(Path(row["path"])) / RESULT_NAME
+        path = output_dir / IMAGES_DIR / item_key(Path(row["path"])) / RESULT_NAME
         if not path.is_file():
             continue
         for entry in json.loads(path.read_text(encoding="utf-8")).get("lost_points", []):

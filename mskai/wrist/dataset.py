@@ -1,6 +1,9 @@
 """WristQC training data: the dataset format, Slicer markups import, cached inputs,
 augmentation and the torch datasets of the three networks.
 
+One file (about 560 lines): the format, its reading and the datasets built on it
+change together; the shared CSV rules are :mod:`mskai.datasets`.
+
 Dataset format
 ==============
 One CSV file, ``dataset.csv`` (or a folder holding it), one row per radiograph::
@@ -32,8 +35,8 @@ Every problem is one :class:`~mskai.errors.InputError` line naming the CSV line.
 Cached inputs
 =============
 :func:`prepare_cases` reads each image once (:func:`mskai.io.read_image`) and
-stores its network input for every :class:`~mskai.wrist.nets.Preprocessing` asked
-for (float16 ``.npz`` with the :class:`~mskai.wrist.nets.InputGeometry`) under
+stores its network input for every :class:`~mskai.wrist.preprocessing.Preprocessing` asked
+for (float16 ``.npz`` with the :class:`~mskai.wrist.preprocessing.InputGeometry`) under
 ``mskai.paths.cache_dir("wrist", ...)``, keyed by the file's path, size and
 modification time, so epochs and later runs never decode an image again.
 
@@ -64,17 +67,19 @@ from torch.utils.data import Dataset
 
 from mskai import io as mskai_io
 from mskai import paths
+from mskai.datasets import (DATASET_FILE, SPLITS, CsvRow, existing_path, parse_split,
+                            read_dataset_csv, resolve_path)
 from mskai.errors import InputError, MskaiError
+from mskai.files import atomic_open, read_json
 from mskai.image import Image
 from mskai.progress import progress
-from mskai.wrist.nets import (KEYPOINT_CHANNELS, KEYPOINT_NAMES, N_KEYPOINT_CHANNELS, InputGeometry,
-                              Preprocessing, gaussian_heatmaps, prepare_input)
+from mskai.wrist.heatmaps import gaussian_heatmaps
+from mskai.wrist.networks import KEYPOINT_CHANNELS, N_KEYPOINT_CHANNELS
+from mskai.wrist.preprocessing import InputGeometry, Preprocessing, prepare_input
+from mskai.wrist.scoring import VIEW_KEYPOINTS
 
-DATASET_FILE = "dataset.csv"
 REQUIRED_COLUMNS = ("case_id", "image", "view", "artifact", "split", "keypoints")
-SPLITS = ("train", "val", "test")
-_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
-                  "validation": "val", "test": "test", "testing": "test"}
+OPTIONAL_COLUMNS = ("spacing_x_mm", "spacing_y_mm")
 _VIEW_ALIASES = {"AP": "AP", "LAT": "LAT", "LATERAL": "LAT"}
 CACHE_FORMAT = 1
 """Bumped whenever what is cached changes meaning, so stale caches are never read."""
@@ -131,62 +136,26 @@ def read_dataset(path: str | os.PathLike) -> WristDataset:
     view or split, an artifact label other than 0/1/empty, or a keypoints file
     that is missing, not JSON, or does not name exactly the view's keypoints.
     """
-    csv_path = Path(path)
-    if csv_path.is_dir():
-        csv_path = csv_path / DATASET_FILE
-    if not csv_path.is_file():
-        raise InputError(f"dataset file {csv_path} does not exist")
-    try:
-        with csv_path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            columns = [c.strip() for c in (reader.fieldnames or [])]
-            records = [{(k or "").strip(): (v or "").strip() for k, v in record.items()}
-                       for record in reader]
-    except (UnicodeDecodeError, csv.Error) as error:
-        raise InputError(f"{csv_path} is not a readable CSV file ({error})") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-    if missing:
-        raise InputError(f"{csv_path} lacks the column(s) {', '.join(missing)}; a WristQC dataset "
-                         f"needs {','.join(REQUIRED_COLUMNS)}")
-    base = csv_path.parent
-    rows: list[WristRow] = []
-    seen: set[str] = set()
-    for line, record in enumerate(records, start=2):
-        where = f"{csv_path.name} line {line}"
-        case_id = record["case_id"]
-        if not case_id:
-            raise InputError(f"{where}: case_id is empty")
-        if case_id in seen:
-            raise InputError(f"{where}: case_id {case_id!r} appears twice")
-        seen.add(case_id)
-        image = _resolve(base, record["image"])
-        if not record["image"] or not image.is_file():
-            raise InputError(f"{where}: image {record['image']!r} does not exist")
-        view = _VIEW_ALIASES.get(record["view"].upper())
-        if view is None:
-            raise InputError(f"{where}: view {record['view']!r} must be AP or LAT")
-        artifact_text = record["artifact"]
-        if artifact_text not in ("", "0", "1"):
-            raise InputError(f"{where}: artifact {artifact_text!r} must be 0, 1 or empty")
-        split = _SPLIT_ALIASES.get(record["split"].lower())
-        if split is None:
-            raise InputError(f"{where}: split {record['split']!r} must be train, val or test")
-        keypoints = None
-        if record["keypoints"]:
-            keypoints = read_keypoints_file(_resolve(base, record["keypoints"]), view, where)
-        spacing = _spacing(record, where)
-        extra = {k: v for k, v in record.items()
-                 if k not in REQUIRED_COLUMNS and k not in ("spacing_x_mm", "spacing_y_mm")}
-        rows.append(WristRow(case_id, image, view, None if artifact_text == "" else int(artifact_text),
-                             split, keypoints, spacing, extra))
-    if not rows:
-        raise InputError(f"{csv_path} lists no cases")
-    return WristDataset(csv_path, rows)
+    table = read_dataset_csv(path, "WristQC", REQUIRED_COLUMNS, OPTIONAL_COLUMNS)
+    return WristDataset(table.path, [_parse_row(row, table.base) for row in table.rows()])
 
 
-def _resolve(base: Path, text: str) -> Path:
-    path = Path(text).expanduser()
-    return path if path.is_absolute() else base / path
+def _parse_row(row: CsvRow, base: Path) -> WristRow:
+    where = row.where
+    image = existing_path(row.cell("image"), base, f"{where}: image", file_only=True)
+    view = _VIEW_ALIASES.get(row.cell("view").upper())
+    if view is None:
+        raise InputError(f"{where}: view {row.cell('view')!r} must be AP or LAT")
+    artifact_text = row.cell("artifact")
+    if artifact_text not in ("", "0", "1"):
+        raise InputError(f"{where}: artifact {artifact_text!r} must be 0, 1 or empty")
+    split = parse_split(row.cell("split"), where)
+    keypoints = None
+    if row.cell("keypoints"):
+        keypoints = read_keypoints_file(resolve_path(row.cell("keypoints"), base), view, where)
+    extra = {k: v for k, v in row.cells.items() if k not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS}
+    return WristRow(row.case_id, image, view, None if artifact_text == "" else int(artifact_text),
+                    split, keypoints, _spacing(row.cells, where), extra)
 
 
 def _spacing(record: Mapping[str, str], where: str) -> tuple[float, float] | None:
@@ -205,13 +174,13 @@ def _spacing(record: Mapping[str, str], where: str) -> tuple[float, float] | Non
 def read_keypoints_file(path: Path, view: str, where: str = "") -> Keypoints:
     """A keypoints JSON ``{"P1": [x, y] | null, ...}`` naming exactly the view's keypoints."""
     prefix = f"{where}: " if where else ""
-    values = mskai_io.read_json(path, f"{prefix}keypoints file {path}")
+    values = read_json(path, f"{prefix}keypoints file {path}")
     return check_keypoints(values, view, f"{prefix}keypoints file {path.name}")
 
 
 def check_keypoints(values: Any, view: str, what: str = "keypoints") -> Keypoints:
     """``values`` as ``{name: (x, y) | None}`` for exactly the names of ``view``."""
-    names = KEYPOINT_NAMES[view]
+    names = VIEW_KEYPOINTS[view]
     if not isinstance(values, Mapping):
         raise InputError(f"{what} must be an object of keypoint names, e.g. {{\"P1\": [x, y]}}")
     unknown = sorted(set(values) - set(names))
@@ -252,11 +221,11 @@ def import_markups(mrk_json_path: str | os.PathLike, image: Image, view: str | N
 
     path = Path(mrk_json_path)
     where = f"markups file {path.name}"
-    document = mskai_io.read_json(path, where)
+    document = read_json(path, where)
     markups = document.get("markups") if isinstance(document, dict) else None
     if not isinstance(markups, list) or not markups:
         raise InputError(f"{where} holds no markups (expected a Slicer .mrk.json with a 'markups' list)")
-    allowed = KEYPOINT_NAMES[view] if view else KEYPOINT_NAMES["LAT"]
+    allowed = VIEW_KEYPOINTS[view] if view else VIEW_KEYPOINTS["LAT"]
     rows, cols = image.array.shape[1:]
     found: Keypoints = {}
     for markup in markups:
@@ -284,7 +253,7 @@ def import_markups(mrk_json_path: str | os.PathLike, image: Image, view: str | N
             inside = -0.5 <= i <= cols - 0.5 and -0.5 <= j <= rows - 0.5
             found[label] = (float(i), float(j)) if inside else None
     if view:
-        return {name: found.get(name) for name in KEYPOINT_NAMES[view]}
+        return {name: found.get(name) for name in VIEW_KEYPOINTS[view]}
     return found
 
 
@@ -327,7 +296,7 @@ def add_dataset_row(csv_path: str | os.PathLike, case_id: str, image_path: str |
         row["keypoints"] = keypoints_file.relative_to(base).as_posix()
     if spacing_mm is not None:
         row["spacing_x_mm"], row["spacing_y_mm"] = (f"{float(s):.6g}" for s in spacing_mm)
-    columns = list(REQUIRED_COLUMNS) + ["spacing_x_mm", "spacing_y_mm"]
+    columns = list(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
     records: list[dict[str, str]] = []
     if csv_file.is_file():
         with csv_file.open(newline="", encoding="utf-8-sig") as handle:
@@ -335,12 +304,10 @@ def add_dataset_row(csv_path: str | os.PathLike, case_id: str, image_path: str |
             columns += [c for c in (reader.fieldnames or []) if c not in columns]
             records = [r for r in reader if r.get("case_id") != case_id]
     records.append(row)
-    temporary = csv_file.with_name(f".{csv_file.name}.tmp")
-    with temporary.open("w", newline="", encoding="utf-8") as handle:
+    with atomic_open(csv_file, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(records)
-    os.replace(temporary, csv_file)
     return csv_file
 
 
@@ -374,7 +341,7 @@ class CachedCase:
             return points, mask
         channels = KEYPOINT_CHANNELS[self.row.view]
         mask[list(channels)] = 1.0
-        for channel, name in zip(channels, KEYPOINT_NAMES[self.row.view]):
+        for channel, name in zip(channels, VIEW_KEYPOINTS[self.row.view]):
             value = self.row.keypoints[name]
             if value is not None:
                 points[channel] = self.geometry.to_input([value])[0]
@@ -446,9 +413,8 @@ def _store_cached(path: Path, row: WristRow, values: np.ndarray, geometry: Input
                   spacing: tuple[float, float], source: str) -> CachedCase:
     info = {"geometry": geometry.to_dict(), "spacing_mm": list(spacing), "spacing_source": source}
     image = values.astype(np.float16)
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(temporary, image=image, info=np.array(json.dumps(info)))
-    os.replace(temporary, path)
+    with atomic_open(path) as handle:
+        np.savez(handle, image=image, info=np.array(json.dumps(info)))
     return CachedCase(row, image, geometry, row.spacing_mm or spacing,
                       "dataset" if row.spacing_mm else source)
 

@@ -46,7 +46,9 @@ from mskai.metrics import (SDR_RADII_MM, agreement, binary_metrics, confusion_ma
 from mskai.plots import plot_confusion, plot_roc, plot_sdr
 from mskai.progress import log, progress
 from mskai.wrist.dataset import read_dataset
-from mskai.wrist.nets import KEYPOINT_NAMES, VIEW_CLASSES, load_wrist_folder
+from mskai.wrist.models import load_wrist_folder
+from mskai.wrist.networks import VIEW_CLASSES
+from mskai.wrist.scoring import VIEW_KEYPOINTS
 
 SHOULD_FIND = ("present", "mirrored", "rotated")
 SHOULD_NOT_FIND = ("absent", "partial", "occluded")
@@ -102,7 +104,7 @@ def evaluate_wrist(data: str | os.PathLike, model: str | os.PathLike, output_dir
         if row.keypoints is not None:
             record["keypoints_true"] = row.keypoints
             record["errors_mm"] = {name: _error_mm(keypoints[name], row.keypoints[name], spacing)
-                                   for name in KEYPOINT_NAMES[row.view]}
+                                   for name in VIEW_KEYPOINTS[row.view]}
             record["layout_true"] = score_layout(row.view, row.keypoints, (cols_px, rows_px), spacing)
         if truth is not None and "marker" in truth:
             found = detect_marker(plane, spacing_mm=spacing)
@@ -163,7 +165,7 @@ def _metrics(records: list[dict[str, Any]], artifact_threshold: float) -> dict[s
         out["artifact"] = {**table, "threshold": artifact_threshold, "n": len(labelled)}
 
     keypoints: dict[str, Any] = {}
-    for view, names in KEYPOINT_NAMES.items():
+    for view, names in VIEW_KEYPOINTS.items():
         members = [r for r in records if r["view"] == view and "errors_mm" in r]
         if not members:
             continue
@@ -204,7 +206,7 @@ def _metrics(records: list[dict[str, Any]], artifact_threshold: float) -> dict[s
 
     layout: dict[str, Any] = {}
     scored = [r for r in records if "layout_true" in r]
-    for view in KEYPOINT_NAMES:
+    for view in VIEW_KEYPOINTS:
         members = [r for r in scored if r["view"] == view]
         if not members:
             continue
@@ -225,7 +227,7 @@ def _metrics(records: list[dict[str, Any]], artifact_threshold: float) -> dict[s
     graded = [r for r in records if "grade_pred" in r]
     if graded:
         grade: dict[str, Any] = {}
-        for view in (*KEYPOINT_NAMES, "all"):
+        for view in (*VIEW_KEYPOINTS, "all"):
             members = [r for r in graded if view == "all" or r["view"] == view]
             if not members:
                 continue
@@ -269,7 +271,7 @@ def _tables(metrics: dict[str, Any]) -> str:
                   format_table(rows, {"n": "n", "Grade agreement": "grade_agreement", "Kappa": "grade_kappa",
                                       "Score agreement": "score_agreement"}, digits=3, row_header="Task")]
     if "grade" in metrics:
-        rows = {view: values for view, values in metrics["grade"].items() if view in (*KEYPOINT_NAMES, "all")}
+        rows = {view: values for view, values in metrics["grade"].items() if view in (*VIEW_KEYPOINTS, "all")}
         parts += ["", "Total grade (A-D) against the phantoms' ground truth",
                   format_table(rows, {"n": "n", "Agreement": "agreement", "Kappa": "kappa",
                                       "Mean |Δ total|": "total_mean_abs_difference"}, digits=3, row_header="View")]
@@ -282,7 +284,7 @@ def _plots(records: list[dict[str, Any]], metrics: dict[str, Any], output: Path)
         plot_roc({"artifact": ([r["artifact"] for r in labelled], [r["artifact_probability"] for r in labelled])},
                  output / "roc_artifact.png", title="Artifact classifier ROC")
     errors = {view: [e for r in records if r["view"] == view and "errors_mm" in r
-                     for e in r["errors_mm"].values() if e is not None] for view in KEYPOINT_NAMES}
+                     for e in r["errors_mm"].values() if e is not None] for view in VIEW_KEYPOINTS}
     errors = {view: values for view, values in errors.items() if values}
     if errors:
         plot_sdr(errors, output / "sdr.png", title="Keypoint successful detection rate")
@@ -294,7 +296,7 @@ def _plots(records: list[dict[str, Any]], metrics: dict[str, Any], output: Path)
 
 
 def _write_predictions(records: list[dict[str, Any]], path: Path) -> None:
-    names = KEYPOINT_NAMES["LAT"]
+    names = VIEW_KEYPOINTS["LAT"]
     columns = ["case_id", "view", "view_pred", "view_confidence", "artifact", "artifact_probability",
                "marker_state", "marker_found", "marker_letter",
                *[f"{n}_error_mm" for n in names], *[f"{n}_pred" for n in names],

@@ -44,7 +44,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -55,6 +55,9 @@ from mskai.tasks import ProgressCallback
 from mskai.wrist.marker import MARKER_POINTS, MarkerResult, detect_marker
 from mskai.wrist.scoring import LAYOUT_MAX, VIEW_KEYPOINTS, grade_total, score_layout
 from mskai.wrist.tags import TAGS_MAX, score_tags
+
+if TYPE_CHECKING:
+    from mskai.wrist.models import WristModels
 
 DEFAULT_SPACING_MM = (0.15, 0.15)
 """Pixel size (x, y) assumed when the input has none: a typical wrist DR detector pixel."""
@@ -290,7 +293,7 @@ def _keypoints_json(view: str, keypoints: Mapping[str, Any]) -> dict[str, list[f
 
 # --------------------------------------------------------------------------- the analysis
 
-def _model_block(models: Any) -> dict[str, Any]:
+def _model_block(models: WristModels) -> dict[str, Any]:
     """``result["model"]``: the three bundles, with ids and versions joined for one-line display."""
     components = models.info()
     demo = any(info.get("demo") for info in components.values())
@@ -302,14 +305,14 @@ def _model_block(models: Any) -> dict[str, Any]:
             "components": components}
 
 
-def _artifact_threshold(models: Any) -> float:
+def _artifact_threshold(models: WristModels) -> float:
     loaded = getattr(models, "artifact", None)
     metadata = getattr(loaded, "metadata", None) or {}
     thresholds = metadata.get("thresholds", {})
     return float(thresholds.get("artifact_probability", DEFAULT_ARTIFACT_THRESHOLD))
 
 
-def analyze_radiograph(image: Image, *, models: Any = None, device: str = "auto", force: bool = False,
+def analyze_radiograph(image: Image, *, models: WristModels | None = None, device: str = "auto", force: bool = False,
                        default_spacing_mm: Sequence[float] = DEFAULT_SPACING_MM,
                        progress: ProgressCallback | None = None, timer: StageTimer | None = None,
                        heatmap: bool = True) -> WristAnalysis:
@@ -319,7 +322,7 @@ def analyze_radiograph(image: Image, *, models: Any = None, device: str = "auto"
         image: one radiograph, shape (1, rows, cols), MONOCHROME2 sense
             (:func:`mskai.io.read_image` inverts MONOCHROME1), ``header`` the DICOM
             dataset or None.
-        models: a :class:`mskai.wrist.nets.WristModels` (or anything with its
+        models: a :class:`mskai.wrist.models.WristModels` (or anything with its
             ``predict_view``, ``predict_keypoints``, ``predict_artifact`` and
             ``info``); None loads the shipped demo bundles on ``device``.
         force: analyse a non-wrist or non-radiograph image anyway (with a warning).
@@ -344,7 +347,7 @@ def analyze_radiograph(image: Image, *, models: Any = None, device: str = "auto"
     if models is None:
         report(0.02, "loading the WristQC models")
         with timer("load_models"):
-            from mskai.wrist.nets import load_wrist_models
+            from mskai.wrist.models import load_wrist_models
 
             models = load_wrist_models(device=device)
 
@@ -391,7 +394,7 @@ def analyze_radiograph(image: Image, *, models: Any = None, device: str = "auto"
         marker = detect_marker(plane, spacing_mm=None if spacing_source == "assumed" else spacing)
     report(0.6, "looking for foreign-object artifacts")
     with timer("artifact"):
-        # The map comes from the same forward pass as the probability (nets.grad_cam);
+        # The map comes from the same forward pass as the probability (mskai.wrist.heatmaps.grad_cam);
         # it is kept only when there is an artifact to show.
         probability, artifact_map = models.predict_artifact(plane, spacing, heatmap=heatmap)
         artifact = _artifact_part(float(probability), _artifact_threshold(models))
@@ -443,7 +446,7 @@ def write_outputs(analysis: WristAnalysis, output_dir: str | Path) -> dict[str, 
     """Write ``result.json``, ``overlay.png`` (keypoints, marker box, measured lines
     and angles), ``artifact_heatmap.png`` (when there is a heatmap), ``report.html``
     and ``report.pdf``; returns the result with ``outputs`` (file names)."""
-    from mskai.results import write_result
+    from mskai.results import write_final_result
     from mskai.wrist.report import write_reports
 
     out = Path(output_dir)
@@ -452,11 +455,4 @@ def write_outputs(analysis: WristAnalysis, output_dir: str | Path) -> dict[str, 
     result = analysis.result
     outputs: dict[str, Any] = {"result": "result.json"}
     outputs.update(write_reports(result, analysis.plane, out, analysis.heatmap))
-    result["outputs"] = outputs
-    timing = dict(result.get("timing") or {})
-    seconds = time.perf_counter() - start
-    timing["write"] = round(seconds, 4)
-    timing["total"] = round(timing.get("total", 0.0) + seconds, 4)
-    result["timing"] = timing
-    write_result(out, result)
-    return result
+    return write_final_result(out, result, outputs, start)

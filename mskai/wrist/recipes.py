@@ -3,9 +3,9 @@
 A recipe (:class:`WristRecipe`) holds one :class:`ComponentRecipe` per network:
 ``artifact`` (MobileNetV2 classifier), ``keypoints`` (GU2Net, 3 AP + 5 LAT
 channels) and ``view`` (MobileNetV2, AP vs LAT).  Each has the network's
-arguments, its preprocessing (:class:`mskai.wrist.nets.Preprocessing`), its
+arguments, its preprocessing (:class:`mskai.wrist.preprocessing.Preprocessing`), its
 augmentation (:class:`mskai.wrist.dataset.Augmentation`) and its
-:class:`mskai.train.TrainConfig`.
+:class:`mskai.recipes.TrainConfig`.
 
 ``paper`` (paper §1.3.1; SPEC §4.3, §4.4):
 
@@ -44,16 +44,15 @@ blocks merge key by key.  Unknown fields are refused with one line.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
+import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping
 
 from mskai.errors import InputError, MskaiError
-from mskai.train import TrainConfig, read_recipe
+from mskai.recipes import TrainConfig, plain_fields, read_recipe
 from mskai.wrist.dataset import Augmentation
-from mskai.wrist.nets import COMPONENTS, N_KEYPOINT_CHANNELS, Preprocessing
+from mskai.wrist.networks import COMPONENTS, N_KEYPOINT_CHANNELS
+from mskai.wrist.preprocessing import Preprocessing
 
 KEYPOINT_CONFIDENCE_DEFAULT = 0.3
 """Keypoint threshold used when the validation set cannot tune one (no absent points)."""
@@ -92,9 +91,7 @@ class ComponentRecipe:
         return Augmentation.from_dict(self.augmentation)
 
     def to_dict(self) -> dict[str, Any]:
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        values["train"] = self.train.to_dict()
-        return json.loads(json.dumps(values))
+        return plain_fields(self)
 
 
 @dataclass
@@ -146,10 +143,7 @@ class WristRecipe:
                 raise InputError(f"{where}: positive_weight must be >= 0 and threshold in (0, 1)")
 
     def to_dict(self) -> dict[str, Any]:
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for name in COMPONENTS:
-            values[name] = self.component(name).to_dict()
-        return json.loads(json.dumps(values))
+        return plain_fields(self)
 
 
 def _mobilenet(width: float) -> dict[str, Any]:
@@ -231,55 +225,18 @@ def demo_recipe() -> WristRecipe:
 RECIPES = {"paper": paper_recipe, "demo": demo_recipe}
 
 
-def load_recipe(recipe: str | Path | Mapping[str, Any] | WristRecipe) -> WristRecipe:
+def load_recipe(recipe: str | os.PathLike | Mapping[str, Any] | WristRecipe) -> WristRecipe:
     """A recipe by name (``paper``, ``demo``), from a JSON file, from a mapping of
     overrides (``{"base": "demo", "view": {"train": {"epochs": 1}}}``) or as given."""
     if isinstance(recipe, WristRecipe):
         return recipe
-    return read_recipe(recipe, RECIPES, _from_overrides)
+    return read_recipe(recipe, RECIPES, _build, components=COMPONENTS)
 
 
-_MERGED_BLOCKS = ("architecture", "preprocessing", "augmentation", "train")
-
-
-def _from_overrides(values: dict[str, Any], where: str) -> WristRecipe:
-    base_name = values.pop("base", "paper")
-    if base_name not in RECIPES:
-        raise InputError(f"{where}: base {base_name!r} must be one of {', '.join(RECIPES)}")
-    merged = RECIPES[base_name]().to_dict()
-    unknown = sorted(set(values) - set(merged))
-    if unknown:
-        raise InputError(f"{where}: unknown recipe field(s) {', '.join(unknown)}; known: base, "
-                         f"{', '.join(sorted(merged))}")
-    for key, value in values.items():
-        if key in COMPONENTS:
-            if not isinstance(value, Mapping):
-                raise InputError(f"{where}: {key} must be an object of component fields")
-            part = merged[key]
-            bad = sorted(set(value) - set(part))
-            if bad:
-                raise InputError(f"{where}: unknown {key} field(s) {', '.join(bad)}; known: "
-                                 f"{', '.join(sorted(part))}")
-            for field_name, field_value in value.items():
-                if field_name in _MERGED_BLOCKS and isinstance(field_value, Mapping):
-                    if field_name == "architecture" and "args" in field_value:
-                        part["architecture"] = {**part["architecture"], **field_value,
-                                                "args": {**part["architecture"].get("args", {}),
-                                                         **field_value["args"]}}
-                    else:
-                        part[field_name] = {**part[field_name], **field_value}
-                else:
-                    part[field_name] = field_value
-        else:
-            merged[key] = value
-    if "name" not in values:
-        merged["name"] = f"{base_name}+overrides"
-    try:
-        components = {}
-        for name in COMPONENTS:
-            part = dict(merged[name])
-            part["train"] = TrainConfig.from_dict(part["train"])
-            components[name] = ComponentRecipe(**part)
-        return WristRecipe(**{**merged, **components})
-    except (TypeError, ValueError) as error:
-        raise InputError(f"{where}: {error}") from None
+def _build(fields: dict[str, Any]) -> WristRecipe:
+    components = {}
+    for name in COMPONENTS:
+        part = dict(fields[name])
+        part["train"] = TrainConfig.from_dict(part["train"])
+        components[name] = ComponentRecipe(**part)
+    return WristRecipe(**{**fields, **components})

@@ -41,7 +41,7 @@ Geometry conventions (used by every rule below):
 from __future__ import annotations
 
 import math
-from typing import Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 Point = Optional[Sequence[float]]
 
@@ -59,6 +59,10 @@ VIEW_KEYPOINTS: dict[str, tuple[str, ...]] = {
     "AP": ("P1", "P2", "P3"),
     "LAT": ("P1", "P2", "P3", "P4", "P5"),
 }
+"""Keypoints of each view (SPEC §4.4): AP P1 thumb MCP joint, P2 radial styloid, P3 ulnar
+styloid; LAT P1 scaphoid centre, P2/P3 distal/proximal radius centre, P4/P5 distal/proximal
+ulna centre.  The one table of them: the keypoint network's channels follow it
+(:data:`mskai.wrist.networks.KEYPOINT_CHANNELS`)."""
 
 # Paper Table 3: (lowest score of the band, grade), highest band first.
 _GRADE_BANDS: dict[str, tuple[tuple[int, str], ...]] = {
@@ -295,7 +299,7 @@ def score_layout(
     spacing_mm: Sequence[float],
     *,
     vertical_axis: Optional[str] = None,
-) -> dict:
+) -> dict[str, Any]:
     """Score the layout rules of SPEC §4.5 for one wrist radiograph.
 
     Args:

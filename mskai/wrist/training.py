@@ -34,21 +34,23 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from mskai.distributed import barrier
 from mskai.errors import InputError
 from mskai.metrics import auc_score, binary_metrics, mre, sdr
 from mskai.progress import log
-from mskai.train import Trainer, barrier, distributed_context, seed_everything
+from mskai.train import Trainer, load_weights, seed_everything, start_training
 from mskai.wrist.dataset import (ArtifactDataset, CachedCase, KeypointDataset, ViewDataset,
                                  WristDataset, WristRow, prepare_cases, read_dataset)
-from mskai.wrist.nets import (ARTIFACT_CLASSES, COMPONENTS, KEYPOINT_CHANNELS, KEYPOINT_NAMES,
-                              VIEW_CLASSES, build_network, decode_heatmaps)
+from mskai.wrist.heatmaps import decode_heatmaps
+from mskai.wrist.networks import ARTIFACT_CLASSES, COMPONENTS, KEYPOINT_CHANNELS, VIEW_CLASSES, build_network
 from mskai.wrist.recipes import KEYPOINT_CONFIDENCE_DEFAULT, ComponentRecipe, WristRecipe, load_recipe
+from mskai.wrist.scoring import VIEW_KEYPOINTS
 
 BUNDLES_FOLDER = "bundles"
 _EPS = 1e-6
@@ -62,7 +64,8 @@ def classifier_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
     return nn.functional.binary_cross_entropy_with_logits(outputs[:, 0].float(), targets.float())
 
 
-def heatmap_loss(positive_weight: float):
+def heatmap_loss(positive_weight: float
+                 ) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:
     """GU2Net's loss: BCE between heatmaps (B, K, H, W) in (0, 1) and Gaussian
     targets, over the channels of ``targets["mask"]``, pixels weighted
     ``1 + positive_weight * target``, averaged over the masked pixels."""
@@ -122,7 +125,7 @@ def keypoint_predictions(network: nn.Module, cases: Sequence[CachedCase], device
     """Per case: ``{"points": (K, 2) original pixels, "peaks": (K,), "truth": (K, 2) NaN
     where absent}`` for the keypoints of the case's view (cases need keypoint labels)."""
     results = []
-    for view in KEYPOINT_NAMES:
+    for view in VIEW_KEYPOINTS:
         members = [c for c in cases if c.row.view == view]
         if not members:
             continue
@@ -130,7 +133,7 @@ def keypoint_predictions(network: nn.Module, cases: Sequence[CachedCase], device
         for case, case_maps in zip(members, maps):
             points, peaks = decode_heatmaps(case_maps)
             truth = np.array([case.row.keypoints[n] if case.row.keypoints[n] is not None else (np.nan, np.nan)
-                              for n in KEYPOINT_NAMES[view]], float)
+                              for n in VIEW_KEYPOINTS[view]], float)
             results.append({"case": case, "view": view, "points": case.geometry.to_original(points),
                             "peaks": peaks, "truth": truth})
     return results
@@ -159,7 +162,7 @@ def keypoint_summary(predictions: Sequence[dict[str, Any]], threshold: float) ->
     """MRE ± sd and SDR (mm) per view, with keypoints below ``threshold`` counted as missing,
     and the share of absent keypoints reported absent."""
     out: dict[str, Any] = {}
-    for view in KEYPOINT_NAMES:
+    for view in VIEW_KEYPOINTS:
         errors, absent_right, absent_total = [], 0, 0
         for p in (p for p in predictions if p["view"] == view):
             spacing = p["case"].spacing_mm
@@ -187,7 +190,7 @@ def _round(value: float, digits: int = 4) -> float | None:
 
 # --------------------------------------------------------------------------- training
 
-def train_wrist(data: str | os.PathLike, recipe: str | os.PathLike | dict | WristRecipe,
+def train_wrist(data: str | os.PathLike, recipe: str | os.PathLike | Mapping[str, Any] | WristRecipe,
                 output_dir: str | os.PathLike, device: str = "auto", resume: bool = False,
                 models: Sequence[str] = COMPONENTS, cache_root: str | os.PathLike | None = None
                 ) -> dict[str, Any]:
@@ -214,9 +217,7 @@ def train_wrist(data: str | os.PathLike, recipe: str | os.PathLike | dict | Wris
     if unknown or not wanted:
         raise InputError(f"models must be among {', '.join(COMPONENTS)}, got {', '.join(map(str, models))}")
     recipe = load_recipe(recipe)
-    output = Path(output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    context = distributed_context(backend="nccl" if device != "cpu" and torch.cuda.is_available() else "gloo")
+    output, context = start_training(output_dir, device)
     dataset = read_dataset(data)
     log(f"WristQC training, recipe {recipe.name}, models {', '.join(wanted)}: {json.dumps(dataset.counts())}")
 
@@ -285,7 +286,7 @@ def _fit(name: str, part: ComponentRecipe, recipe: WristRecipe, cases: dict[str,
     trainer.fit(resume=resume)
     best = folder / "best.pt"
     if best.is_file():
-        network.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["model"])
+        load_weights(network, best)
     recalibrate_batchnorm(network, cases["train"], next(network.parameters()).device, config.batch_size)
     return network, trainer
 
@@ -372,7 +373,7 @@ def _write_bundle(folder: Path, name: str, part: ComponentRecipe, recipe: WristR
         "intended_use": _intended_use(name, recipe),
     }
     if name == "keypoints":
-        metadata["keypoint_names"] = {view: list(names) for view, names in KEYPOINT_NAMES.items()}
+        metadata["keypoint_names"] = {view: list(names) for view, names in VIEW_KEYPOINTS.items()}
         metadata["keypoint_channels"] = {view: list(c) for view, c in KEYPOINT_CHANNELS.items()}
         metadata["outputs"] = ("heatmaps (8, H, W) in 0..1: channels 0-2 AP P1-P3, 3-7 LAT P1-P5; "
                                "keypoint = sub-pixel argmax, confidence = peak value")
