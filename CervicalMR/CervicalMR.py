@@ -21,6 +21,7 @@ if os.path.isfile(os.path.join(_sourceCheckout, "mskai", "__init__.py")) and _so
     sys.path.append(_sourceCheckout)
 
 from mskai.errors import NotAvailableError  # noqa: E402
+from mskai.tasks import PlaceholderTask, task_for_module  # noqa: E402
 from mskai_slicer.module_widget import DEVICE_CHOICES, MSKAIModuleWidgetMixin  # noqa: E402
 from CervicalMRLib import CervicalMRLogic  # noqa: E402
 
@@ -38,7 +39,9 @@ class CervicalMR(ScriptedLoadableModule):
         self.parent.title = _("Cervical MR")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "MSKAI")]
         self.parent.dependencies = []
-        self.parent.contributors = ["MSKAI developers"]
+        self.parent.contributors = ["MSKAI developers (MSKAI open-source project)"]
+        # Hidden from the module list while its analysis has not landed (a placeholder task).
+        self.parent.hidden = isinstance(task_for_module("CervicalMR"), PlaceholderTask)
         self.parent.helpText = _("""
 <p>Reports, per cervical level (C2-C7 and discs C2/3-C6/7), vertebral hyperplasia,
 spondylolisthesis, disc herniation, and thickening of the posterior longitudinal ligament and
@@ -48,7 +51,9 @@ the segmentations open in the Segment Editor for correction.</p>
 MRI diagnosis model of cervical spondylosis based on deep learning</i>, Radiologic Practice
 2024;39(6):779-787 (in Chinese), DOI 10.13609/j.cnki.1000-0313.2024.06.011.</p>
 <p><b>Not available yet:</b> this version of MSKAI does not contain the analysis. Until it
-lands, the Analyze button reports that the analysis is not available yet and creates nothing.</p>
+lands, the module is hidden from the module list (open it from the Python console with
+<code>slicer.util.selectModule("CervicalMR")</code>), and the Analyze button reports that the analysis
+is not available yet and creates nothing.</p>
 <p>Demonstration models are trained on synthetic data and are not for clinical use.</p>
 """)
         self.parent.acknowledgementText = _("""

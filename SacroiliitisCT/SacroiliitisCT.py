@@ -21,6 +21,7 @@ if os.path.isfile(os.path.join(_sourceCheckout, "mskai", "__init__.py")) and _so
     sys.path.append(_sourceCheckout)
 
 from mskai.errors import NotAvailableError  # noqa: E402
+from mskai.tasks import PlaceholderTask, task_for_module  # noqa: E402
 from mskai_slicer.module_widget import DEVICE_CHOICES, MSKAIModuleWidgetMixin  # noqa: E402
 from SacroiliitisCTLib import SacroiliitisCTLogic  # noqa: E402
 
@@ -38,7 +39,9 @@ class SacroiliitisCT(ScriptedLoadableModule):
         self.parent.title = _("Sacroiliitis CT")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "MSKAI")]
         self.parent.dependencies = []
-        self.parent.contributors = ["MSKAI developers"]
+        self.parent.contributors = ["MSKAI developers (MSKAI open-source project)"]
+        # Hidden from the module list while its analysis has not landed (a placeholder task).
+        self.parent.hidden = isinstance(task_for_module("SacroiliitisCT"), PlaceholderTask)
         self.parent.helpText = _("""
 <p>Grades sacroiliitis (grade 0-3, positive from grade 2) on an axial pelvic CT and shows
 where the evidence is: per-slice grades over a range of slices through the middle and lower
@@ -47,7 +50,9 @@ sacroiliac joint space, a lesion heatmap and a result table.</p>
 ASPP blocks and a residual feature pyramid), from Zhang Lei, <i>A CT Image Recognition
 Method for Sacroiliitis Based on Deep Learning</i> (in Chinese), DOI 10.61369/MRP.2025100011.</p>
 <p><b>Not available yet:</b> this version of MSKAI does not contain the analysis. Until it
-lands, the Analyze button reports that the analysis is not available yet and creates nothing.</p>
+lands, the module is hidden from the module list (open it from the Python console with
+<code>slicer.util.selectModule("SacroiliitisCT")</code>), and the Analyze button reports that the analysis
+is not available yet and creates nothing.</p>
 <p>Demonstration models are trained on synthetic data and are not for clinical use.</p>
 """)
         self.parent.acknowledgementText = _("""

@@ -6,7 +6,7 @@
   desktop self-tests run.
 * The shared Logic machinery (:mod:`mskai_slicer.module_logic`) with a
   stand-in task: images handed to the task, progress, cancel, the result
-  table under the input's study, re-run, saving, the editable evidence.
+  table beside the input in the subject hierarchy, re-run, saving, the editable evidence.
 * The Logic imports without Qt.
 """
 from __future__ import annotations
@@ -15,7 +15,6 @@ import importlib
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -201,27 +200,20 @@ def test_empty_vertebra_segmentation_is_refused(mrml_scene):
 # ---- the shared machinery with a stand-in task -------------------------------------
 
 class StandInTask(Task):
-    """Records what the Logic hands over and answers a fixed result; with
-    ``hold`` it waits for ``release`` before finishing, so a test can act on a
-    running analysis without sleeping."""
+    """Records what the Logic hands over (blocking runs) and answers a fixed result."""
 
     name = "sij"
 
-    def __init__(self, hold: bool = False):
-        self.hold = hold
-        self.started = threading.Event()
-        self.release = threading.Event()
+    def __init__(self):
+        super().__init__()
         self.calls: list[dict] = []
 
     def analyze(self, inputs, output_dir=None, *, model=None, device="auto", force=False, progress=None,
                 **options):
         self.calls.append({"inputs": list(inputs), "output_dir": Path(output_dir), "model": model,
-                           "device": device, "options": options, "thread": threading.current_thread()})
+                           "device": device, "options": options})
         progress = progress or (lambda fraction, message: None)
         progress(0.25, "read the CT")
-        self.started.set()
-        if self.hold:
-            assert self.release.wait(timeout=30)
         progress(1.0, "graded 12 slices")
         result = new_result("sij", inputs[0], {"id": "sij-demo", "version": "0.1.0", "sha256": "00"})
         result.update(verdict={"grade": 2, "positive": True}, probability=0.9)
@@ -290,46 +282,8 @@ def test_save_before_any_result_is_refused(mrml_scene, tmp_path):
         SacroiliitisCTLogic(task=StandInTask()).save_result(tmp_path)
 
 
-def test_background_run_reports_progress_and_finishes_on_the_main_thread(mrml_scene):
-    from mskai_slicer.module_checks import phantom_volume_node
-    from SacroiliitisCTLib.logic import SacroiliitisCTLogic
-
-    ct = phantom_volume_node("Pelvis CT", (6, 10, 12), (0.8, 0.9, 2.5), "CT")
-    task = StandInTask(hold=True)
-    logic = SacroiliitisCTLogic(task=task)
-    job = logic.analyze_async(ct, model_path="/bundles/sij", device="cpu")
-    assert task.started.wait(timeout=30)
-    assert job.running and job.fraction == 0.25 and job.take_messages() == ["read the CT"]
-    with pytest.raises(RuntimeError, match="still running"):
-        logic.finish(job)
-    task.release.set()
-    assert job.wait(timeout=30)
-    assert task.calls[0]["thread"] is not threading.main_thread()
-    assert task.calls[0]["model"] == "/bundles/sij"
-    assert job.fraction == 1.0 and job.take_messages() == ["graded 12 slices"] and job.take_messages() == []
-    assert logic.result_table_node() is None  # nodes are made by finish(), on this thread
-    result = logic.finish(job)
-    assert result["probability"] == 0.9 and logic.result_table_node() is not None
-
-
-def test_cancel_stops_at_the_next_progress_report(mrml_scene, user_cache):
-    from mskai_slicer.module_checks import phantom_volume_node
-    from mskai_slicer.module_logic import AnalysisCancelledError
-    from SacroiliitisCTLib.logic import SacroiliitisCTLogic
-
-    ct = phantom_volume_node("Pelvis CT", (6, 10, 12), (0.8, 0.9, 2.5), "CT")
-    task = StandInTask(hold=True)
-    logic = SacroiliitisCTLogic(task=task)
-    before = node_ids(mrml_scene)
-    job = logic.analyze_async(ct)
-    assert task.started.wait(timeout=30)
-    job.cancel()
-    task.release.set()
-    assert job.wait(timeout=30)
-    with pytest.raises(AnalysisCancelledError, match="the analysis was cancelled"):
-        logic.finish(job)
-    assert not job.output_dir.exists()
-    assert node_ids(mrml_scene) == before and logic.last_result is None
+# The background run (worker process: progress, cancel, scene close, node identity)
+# is tested in test_worker.py.
 
 
 def test_spine_logic_hands_the_vertebra_labels_to_the_task(mrml_scene):

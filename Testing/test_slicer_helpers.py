@@ -178,11 +178,12 @@ def test_dicom_facts_travel_from_header_to_node_and_back(mrml_scene):
     assert node.GetAttribute("DICOM.StudyInstanceUID") == "1.2.3.4"
     meta = volume_node_to_image(node).meta
     assert (meta["patient_id"], meta["study_description"], meta["modality"]) == ("P-7", "CT L-SPINE", "CT")
-    study = OutputManager("MSKAI test").place_in_study(
+    # The facts travel on the node; no patient or study item is invented from them.
+    parent = OutputManager("MSKAI test").place_beside_input(
         mrml_scene.AddNewNodeByClass("vtkMRMLTableNode", "t"), node)
     hierarchy = mrml_scene.GetSubjectHierarchyNode()
-    assert hierarchy.GetItemName(study) == "CT L-SPINE"
-    assert hierarchy.GetItemName(hierarchy.GetItemParent(study)) == "Doe^John"
+    assert parent == hierarchy.GetSceneItemID()
+    assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == parent
 
 
 def test_landmarks_under_transform_and_undefined_points(mrml_scene):
@@ -404,18 +405,20 @@ def test_segmentation_markups_and_volume_save_and_load(mrml_scene, tmp_path):
     np.testing.assert_array_equal(reread.array[k, j, i], image.array[original_ijk[2], original_ijk[1], original_ijk[0]])
 
 
-def test_place_in_study_moves_an_item_made_by_the_application(mrml_scene):
+def test_place_beside_input_moves_an_item_made_by_the_application(mrml_scene):
     """The desktop application gives every new node an item under the scene;
-    place_in_study moves that item rather than making a second one."""
-    ct = image_to_volume_node(testing.phantom_image(), "ct")
-    table = mrml_scene.AddNewNodeByClass("vtkMRMLTableNode", "verdict")
+    place_beside_input moves that item into the input's study rather than
+    making a second one, and leaves the input where it is."""
     hierarchy = mrml_scene.GetSubjectHierarchyNode()
+    study = hierarchy.CreateStudyItem(hierarchy.CreateSubjectItem(hierarchy.GetSceneItemID(), "Roe^Ann"), "CT")
+    ct = image_to_volume_node(testing.phantom_image(), "ct")
+    ct_item = hierarchy.CreateItem(study, ct)
+    table = mrml_scene.AddNewNodeByClass("vtkMRMLTableNode", "verdict")
     item = hierarchy.CreateItem(hierarchy.GetSceneItemID(), table)
-    study = OutputManager("MSKAI test").place_in_study(table, ct)
+    assert OutputManager("MSKAI test").place_beside_input(table, ct) == study
     assert hierarchy.GetItemByDataNode(table) == item
     assert hierarchy.GetItemParent(item) == study
-    assert hierarchy.GetItemLevel(study) == "Study"
-    assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(ct)) == study
+    assert hierarchy.GetItemByDataNode(ct) == ct_item and hierarchy.GetItemParent(ct_item) == study
 
 
 def test_dicom_facts_are_read_from_the_subject_hierarchy(mrml_scene):

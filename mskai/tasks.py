@@ -198,6 +198,8 @@ class Task:
 
     def __init__(self) -> None:
         self._models: dict[tuple[str, str], Any] = {}
+        self.model_loads = 0
+        """How many times this task loaded a model (the worker reports it)."""
 
     # ---- one analysis -----------------------------------------------------------------
 
@@ -301,7 +303,22 @@ class Task:
         if key not in self._models:
             self._models.clear()
             self._models[key] = self.load_model(model, device)
+            self.model_loads += 1
         return self._models[key]
+
+    # ---- what a Slicer panel needs after the analysis ----------------------------------------
+
+    def portable(self, analysis: Analysis) -> Analysis:
+        """What of ``analysis`` the worker process hands back to Slicer (it is
+        pickled): by default all of it; a task drops what only further work in the
+        worker needs (e.g. the loaded model)."""
+        return analysis
+
+    def follow_up(self, action: str, analysis: Analysis, options: dict[str, Any], output_dir: Path, *,
+                  progress: ProgressCallback, **arguments: Any) -> Analysis:
+        """Further work on a finished analysis with its model still loaded (SpineOVF:
+        ``"explain"`` a slice); writes a complete new ``output_dir``."""
+        raise InputError(f"the {self.name} analysis has no follow-up action {action!r}")
 
     # ---- the demo ----------------------------------------------------------------------
 

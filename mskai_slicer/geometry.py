@@ -39,7 +39,7 @@ _ORTHOGONALITY_TOLERANCE = 1e-4
 
 # Image.meta key -> node attribute holding the same DICOM fact.  The names are
 # Slicer's subject hierarchy DICOM attribute names, so the facts travel with
-# the node and place_in_study can file it under the right patient and study.
+# the node and back into mskai.Image meta (outputs are filed beside the node).
 DICOM_ATTRIBUTES = {
     "patient_id": "DICOM.PatientID",
     "patient_name": "DICOM.PatientName",

@@ -6,9 +6,14 @@ everything else is here, written once:
 
 * reading the input volume nodes into :class:`mskai.Image` with exact world
   geometry (:func:`mskai_slicer.geometry.volume_node_to_image`);
-* running the task, either blocking (:meth:`MSKAIModuleLogic.run`, for scripts
-  and tests) or in a background thread (:meth:`MSKAIModuleLogic.start`, for
-  the panel) with progress and cancel;
+* running the task, either blocking in this process (:meth:`MSKAIModuleLogic.run`,
+  for scripts and tests) or in the module's worker process
+  (:meth:`MSKAIModuleLogic.start`, for the panel: :mod:`mskai.worker`), which the
+  panel polls from a timer without blocking, with progress, cancel (the worker is
+  killed at once) and the models kept loaded between analyses;
+* never publishing a result onto a node other than the one it was computed
+  from: closing the scene or removing the input node cancels the analysis, and
+  a result whose input node is gone is dropped;
 * turning the result into the module's own nodes through
   :class:`mskai_slicer.outputs.OutputManager` (a Table node with the verdict
   and measurements, filed under the input's study);
@@ -21,17 +26,19 @@ of the test harness, where that class does not exist.
 """
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-from mskai.errors import InputError, MskaiError
+from mskai.errors import InputError
 from mskai.image import Image
 from mskai.paths import cache_dir
 from mskai.tasks import Analysis, ProgressCallback, Task, get_task, quiet
+from mskai.worker import AnalysisCancelledError, AnalysisJob, WorkerProcess
 from mskai_slicer.geometry import volume_node_to_image
 from mskai_slicer.outputs import ATTRIBUTE_ROLE, OutputManager
 
@@ -41,10 +48,6 @@ except ImportError:  # only the desktop application has Slicer's Qt layer
     ScriptedLoadableModuleLogic = object
 
 RESULT_TABLE_ROLE = "result-table"
-
-
-class AnalysisCancelledError(MskaiError):
-    """The user cancelled the analysis before it finished."""
 
 
 def model_argument(model_path: str | Path | None) -> str | None:
@@ -122,6 +125,8 @@ class SceneRun:
 
     analysis: Any
     options: dict[str, Any] = field(default_factory=dict)
+    in_worker: bool = False
+    """True when the analysis ran in the worker (its full state, e.g. the model, is there)."""
 
 
 class SceneTask(Task):
@@ -162,73 +167,12 @@ class SceneTask(Task):
         return self.runs.pop(Path(output_dir), None)
 
 
-class AnalysisJob:
-    """One analysis running in a background thread.
-
-    The thread only runs the mskai task on images already read from the scene;
-    the scene is not thread-safe, so the result nodes are made afterwards on the
-    main thread by :meth:`MSKAIModuleLogic.finish`.  A cancel request takes
-    effect at the task's next progress report (the callback raises
-    :class:`AnalysisCancelledError`), and a result that arrives after a cancel
-    request is dropped.
-    """
-
-    def __init__(self, work: Callable[[ProgressCallback], dict], output_dir: Path, input_node: Any):
-        self.output_dir = output_dir
-        self.input_node = input_node
-        self.fraction = 0.0
-        self.result: dict | None = None
-        self.error: BaseException | None = None
-        self._work = work
-        self._cancel_requested = threading.Event()
-        self._lock = threading.Lock()
-        self._messages: list[str] = []
-        self._thread = threading.Thread(target=self._run, name="MSKAI analysis", daemon=True)
-
-    def start(self) -> "AnalysisJob":
-        self._thread.start()
-        return self
-
-    def cancel(self) -> None:
-        """Ask the analysis to stop at its next progress report."""
-        self._cancel_requested.set()
-
-    @property
-    def cancel_requested(self) -> bool:
-        return self._cancel_requested.is_set()
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the thread ends (or ``timeout`` seconds); True when it has ended."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    def take_messages(self) -> list[str]:
-        """Progress messages reported since the last call, oldest first."""
-        with self._lock:
-            messages, self._messages = self._messages, []
-        return messages
-
-    def report(self, fraction: float, message: str) -> None:
-        """The task's progress callback (runs on the analysis thread)."""
-        if self._cancel_requested.is_set():
-            raise AnalysisCancelledError("the analysis was cancelled")
-        with self._lock:
-            self.fraction = min(max(float(fraction), 0.0), 1.0)
-            if message:
-                self._messages.append(str(message))
-
-    def _run(self) -> None:
-        try:
-            result = self._work(self.report)
-            if self._cancel_requested.is_set():
-                raise AnalysisCancelledError("the analysis was cancelled")
-            self.result = result
-        except BaseException as error:  # handed to the main thread by finish()
-            self.error = error
+def worker_python() -> str:
+    """The Python the worker runs on: Slicer's ``PythonSlicer`` beside the
+    application's interpreter (as ``slicer.util.pip_install`` finds it), else this
+    interpreter (tests, scripts)."""
+    candidate = Path(sys.executable).with_name("PythonSlicer.exe" if os.name == "nt" else "PythonSlicer")
+    return str(candidate) if candidate.is_file() else sys.executable
 
 
 class MSKAIModuleLogic(ScriptedLoadableModuleLogic):
@@ -254,6 +198,7 @@ class MSKAIModuleLogic(ScriptedLoadableModuleLogic):
         self.last_result: dict | None = None
         self.last_output_dir: Path | None = None
         self.last_input_node: Any = None
+        self._worker: WorkerProcess | None = None
 
     # ---- running -------------------------------------------------------------
 
@@ -275,27 +220,89 @@ class MSKAIModuleLogic(ScriptedLoadableModuleLogic):
 
     def start(self, inputs: dict[str, Any], *, model_path: str | Path | None = None, device: str = "auto",
               **options: Any) -> AnalysisJob:
-        """Start analysing ``inputs`` in a background thread and return the job;
-        call :meth:`finish` on the main thread once ``job.running`` is False.
-        Bad inputs are refused here, before any thread starts."""
+        """Start analysing ``inputs`` in the worker process and return the job at
+        once; poll it (``job.running``) and call :meth:`finish` on the main thread
+        once it has ended.  Bad inputs are refused here, before the worker is
+        asked.  Closing the scene or removing the input node cancels the job."""
         images, input_node = self._read_inputs(inputs)
         output_dir = self._new_output_dir()
         model = model_argument(model_path)
+        if isinstance(self.task, SceneTask):  # the worker runs its own copy of the registered task
+            request = {"op": "run", "task": self.task.name, "model": self.task.fixed_model or model,
+                       "options": {**self.task.run_options, **options}}
+        else:  # a stand-in task object (tests), handed over as it is
+            request = {"op": "run", "task": self.task, "model": model, "options": options}
+        request.update(inputs=images, output_dir=str(output_dir), device=device)
+        return self.submit(request, output_dir, input_node, options)
 
-        def work(report: ProgressCallback) -> dict:
-            return self.task.analyze(images, output_dir, model=model, device=device, progress=report, **options)
+    def submit(self, request: dict[str, Any], output_dir: Path, input_node: Any,
+               options: dict[str, Any]) -> AnalysisJob:
+        """Hand a worker request (:mod:`mskai.worker`) over and watch the scene for it."""
+        job = self.worker().submit(request, output_dir, input_node, options)
+        self._watch(job)
+        return job
 
-        return AnalysisJob(work, output_dir, input_node).start()
+    def worker(self) -> WorkerProcess:
+        """This module's worker process (started on first use, kept between analyses)."""
+        if self._worker is None:
+            self._worker = WorkerProcess(python=worker_python())
+        return self._worker
+
+    def shutdown(self) -> None:
+        """End the worker (the module is closing)."""
+        if self._worker is not None:
+            self._worker.close()
 
     def finish(self, job: AnalysisJob) -> dict:
         """Make the result nodes of an ended job and return its result, or raise
-        the error that stopped it (its folder is then removed)."""
+        the error that stopped it (its folder is then removed).  A result whose
+        input node is no longer in its scene (scene closed, node removed) is
+        dropped with :class:`AnalysisCancelledError`."""
         if job.running:
             raise RuntimeError("finish() called while the analysis is still running")
-        if job.error is not None:
+        self._unwatch(job)
+        error = job.error
+        if error is None and not self._node_is_live(job.input_node):
+            error = AnalysisCancelledError("the input volume was removed or the scene closed during the analysis; "
+                                           "its result was dropped")
+        if error is not None:
             shutil.rmtree(job.output_dir, ignore_errors=True)
-            raise job.error
-        return self._publish(job.result, job.output_dir, job.input_node)
+            raise error
+        if isinstance(self.task, SceneTask) and job.worker is not None:
+            self.task.keep(job.output_dir, SceneRun(job.answer, job.options, in_worker=True))
+        return self._publish(job.answer.result, job.output_dir, job.input_node)
+
+    # ---- the scene while a job runs ----------------------------------------------------
+
+    def _watch(self, job: AnalysisJob) -> None:
+        """Cancel ``job`` when the scene closes or its input node leaves the scene."""
+        scene = job.input_node.GetScene() if job.input_node is not None else None
+        if scene is None:
+            return
+
+        def on_close(caller: Any, event: Any) -> None:
+            job.cancel("the scene was closed during the analysis")
+
+        def on_removed(caller: Any, event: Any) -> None:
+            if not self._node_is_live(job.input_node):
+                job.cancel("the input volume was removed during the analysis")
+
+        job.observers = [(scene, scene.AddObserver(scene.StartCloseEvent, on_close)),
+                         (scene, scene.AddObserver(scene.NodeRemovedEvent, on_removed))]
+
+    @staticmethod
+    def _unwatch(job: AnalysisJob) -> None:
+        for scene, tag in job.observers:
+            scene.RemoveObserver(tag)
+        job.observers = []
+
+    @staticmethod
+    def _node_is_live(node: Any) -> bool:
+        """Whether ``node`` (this very object, not only its ID) is still in its scene."""
+        if node is None:
+            return True
+        scene = node.GetScene()
+        return scene is not None and bool(scene.IsNodePresent(node))
 
     # ---- results ---------------------------------------------------------------
 

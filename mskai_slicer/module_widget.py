@@ -12,8 +12,11 @@ methods:
   Logic's ``analyze_async``;
 * ``missingInputs()``: the names of required inputs not chosen yet.
 
-The panel: Analyze starts the Logic in a background thread and becomes Cancel;
-a timer polls the job for progress and log messages; at the end the verdict,
+The panel: Analyze hands the work to the module's worker process
+(:mod:`mskai.worker`) and becomes Cancel, which kills the worker at once; a
+timer polls the job without blocking (Slicer's main thread keeps Python's GIL
+while the event loop idles, so no Python thread does the work here) for
+progress and log messages; closing the scene cancels it; at the end the verdict,
 probability or score and the result table are shown, and the result can be
 saved or its editable evidence opened in the Segment Editor or Markups module.
 """
@@ -27,6 +30,8 @@ import vtk
 from slicer.i18n import tr as _
 
 from mskai.errors import MskaiError
+from mskai_slicer.dependency_dialog import ensure_dependencies
+from mskai.tasks import task_for_module
 from mskai_slicer.module_logic import (
     AnalysisCancelledError,
     AnalysisJob,
@@ -34,10 +39,12 @@ from mskai_slicer.module_logic import (
     score_text,
     verdict_text,
 )
+from mskai_slicer.model_panel import bundle_list_text, install_bundle_message
 from mskai_slicer.outputs import ATTRIBUTE_INPUT_ID
+from mskai_slicer.views import module_layout
 
 # How often the panel looks at a running analysis (milliseconds).
-POLL_INTERVAL_MS = 100
+POLL_INTERVAL_MS = 50
 # The Device choices of every panel (the .ui lists the same for Qt Designer).
 DEVICE_CHOICES = ["auto", "cpu", "cuda", "mps"]
 
@@ -74,6 +81,10 @@ class MSKAIModuleWidgetMixin:
         self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
 
         self.initializeParameterNode()
+        # The model section: the task's bundles, and installing one.
+        self.ui.installBundleFolderButton.connect("clicked(bool)", self.onInstallBundleFolderButton)
+        self.ui.installBundleArchiveButton.connect("clicked(bool)", self.onInstallBundleArchiveButton)
+        self.refreshBundleList()
 
     # ---- Slicer's widget life cycle ---------------------------------------------
 
@@ -82,10 +93,12 @@ class MSKAIModuleWidgetMixin:
         if self._job is not None:
             self._job.cancel()
         self._pollTimer.stop()
+        self.logic.shutdown()
         self.removeObservers()
 
     def enter(self) -> None:
         self.initializeParameterNode()
+        self.logic.worker().start()  # it imports torch and the task while the user chooses inputs
 
     def exit(self) -> None:
         if self._parameterNode:
@@ -94,6 +107,9 @@ class MSKAIModuleWidgetMixin:
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
 
     def onSceneStartClose(self, caller: Any, event: Any) -> None:
+        if self._job is not None:  # the Logic cancels it too; say so in the log
+            self._job.cancel(_("the scene was closed during the analysis"))
+            self.appendLog(_("Analysis cancelled: the scene was closed."))
         self.setParameterNode(None)
         self.logic.forget_result()
         self.showResult(None)
@@ -148,9 +164,10 @@ class MSKAIModuleWidgetMixin:
     def onApplyButton(self) -> None:
         """Analyze, or Cancel while an analysis runs."""
         if self._job is not None:
-            self._job.cancel()
-            self.appendLog(_("Cancelling at the next step of the analysis..."))
+            self._job.cancel()  # the worker process is killed now; the next poll ends the job
             return
+        if not ensure_dependencies(self.moduleName, parent=slicer.util.mainWindow()):
+            return  # the dialog said what is missing, or the user declined the install
         self.ui.logTextEdit.clear()
         self.ui.progressBar.value = 0
         self.showResult(None)
@@ -167,6 +184,7 @@ class MSKAIModuleWidgetMixin:
         if job is None:
             self._pollTimer.stop()
             return
+        job.poll()
         self.ui.progressBar.value = int(round(100 * job.fraction))
         for message in job.take_messages():
             self.appendLog(message)
@@ -225,3 +243,40 @@ class MSKAIModuleWidgetMixin:
         else:
             slicer.modules.markups.logic().SetActiveList(node)
             slicer.util.selectModule("Markups")
+
+    # ---- model bundles -------------------------------------------------------------
+
+    def refreshBundleList(self) -> None:
+        """The task's shipped and installed bundles, each with its checksum check."""
+        try:
+            text = bundle_list_text(task_for_module(self.moduleName).name)
+        except MskaiError as error:
+            text = str(error)
+        self.ui.bundleListLabel.text = text
+
+    def onInstallBundleFolderButton(self) -> None:
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Install the model bundle folder"))
+        if folder:
+            self.installBundle(folder)
+
+    def onInstallBundleArchiveButton(self) -> None:
+        path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), _("Install a model bundle archive"), "",
+                                              _("Model bundle archives (*.zip *.tar.gz *.tgz *.tar)"))
+        if path:
+            self.installBundle(path)
+
+    def installBundle(self, path: str) -> None:
+        """Install a bundle folder or archive (verified first) into the user's models folder."""
+        with slicer.util.tryWithErrorDisplay(_("The model bundle could not be installed."), waitCursor=True):
+            self.appendLog(install_bundle_message(path))
+        self.refreshBundleList()
+
+    # ---- views -----------------------------------------------------------------------
+
+    def showModuleLayout(self) -> None:
+        """Switch to the layout this module's results are read in
+        (:data:`mskai_slicer.views.MODULE_LAYOUTS`); others keep the user's."""
+        layout = module_layout(self.moduleName)
+        layoutManager = slicer.app.layoutManager()
+        if layout is not None and layoutManager is not None:
+            layoutManager.setLayout(layout)

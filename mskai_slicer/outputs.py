@@ -207,8 +207,9 @@ class OutputManager:
     Each creating method takes a ``role`` (what the node is for the module,
     e.g. ``"heatmap"``) and the ``input_node`` it was computed from, reuses
     this module's unedited node of that role and input if there is one, fills
-    it, stamps it (module, role, input ID, fingerprint) and files it under the
-    input's study in the subject hierarchy.  Coordinates given in are LPS mm.
+    it, stamps it (module, role, input ID, fingerprint) and files it beside the
+    input in the subject hierarchy (:meth:`place_beside_input`).  Coordinates
+    given in are LPS mm.
     """
 
     def __init__(self, module_name: str, scene: Any = None):
@@ -228,7 +229,7 @@ class OutputManager:
 
     def heatmap(self, role: str, image: Image, input_node: Any, name: str,
                 colormap: str = "Inferno", opacity: float = 0.5,
-                window: tuple[float, float] = (0.0, 1.0)) -> Any:
+                window: tuple[float, float] = (0.0, 1.0), transparent_below: float = 0.1) -> Any:
         """A heatmap volume shown in colour over ``input_node`` in every slice view.
 
         ``colormap`` is a colour node ID or name present in the scene (e.g.
@@ -238,10 +239,21 @@ class OutputManager:
         ``window`` maps (low, high) onto the colour table.  Every slice
         composite node gets ``input_node`` as background and the heatmap as
         foreground at ``opacity``.
+
+        Values below ``transparent_below`` are not drawn (the display node's
+        threshold, ``ApplyThreshold``): a slice view blends its whole
+        foreground volume, so without it the dark low end of the colour table
+        would dim the input everywhere there is no evidence.
         """
         node = self.volume(role, image, name, input_node, window=window)
         color_node = resolve_color_node(colormap, self.scene)
-        node.GetDisplayNode().SetAndObserveColorNodeID(color_node.GetID())
+        display = node.GetDisplayNode()
+        display.SetAndObserveColorNodeID(color_node.GetID())
+        display.SetAutoThreshold(False)
+        # Above the window and the data: only the lower threshold hides anything.
+        upper = max(float(window[1]), float(np.max(image.array)) if image.array.size else 0.0)
+        display.SetThreshold(float(transparent_below), upper)
+        display.SetApplyThreshold(True)
         for composite in nodes_of_class(self.scene, "vtkMRMLSliceCompositeNode"):
             if input_node is not None:
                 composite.SetBackgroundVolumeID(input_node.GetID())
@@ -326,25 +338,28 @@ class OutputManager:
 
     # ---- subject hierarchy ------------------------------------------------
 
-    def place_in_study(self, node: Any, input_node: Any) -> int:
-        """File ``node`` under ``input_node``'s study in the subject hierarchy
-        and return the study item ID.
+    def place_beside_input(self, node: Any, input_node: Any) -> int:
+        """File ``node`` beside ``input_node`` in the subject hierarchy (under
+        the input's parent item: its DICOM study, the user's folder, or the
+        scene) and return that parent item ID.
 
-        When the input is not under a study yet (always the case outside the
-        desktop application, and for non-DICOM data in it), the study is
-        found by the input's ``DICOM.StudyInstanceUID`` attribute or created,
-        under a patient found by ``DICOM.PatientID`` or created, both named
-        from the input's DICOM attributes when present, and the input is moved
-        under it.
+        The input itself is never moved, as Slicer's own modules do with
+        what they derive from a node (e.g. a labelmap exported from a
+        segmentation goes to the segmentation's parent).  An input without a
+        hierarchy item (outside the desktop application, which gives every
+        node one) gets one under the scene.
         """
         hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(self.scene)
-        study = study_item_of(hierarchy, input_node)
+        input_item = hierarchy.GetItemByDataNode(input_node)
+        if not input_item:
+            input_item = hierarchy.CreateItem(hierarchy.GetSceneItemID(), input_node)
+        parent = hierarchy.GetItemParent(input_item)
         item = hierarchy.GetItemByDataNode(node)
         if item:
-            hierarchy.SetItemParent(item, study)
+            hierarchy.SetItemParent(item, parent)
         else:
-            hierarchy.CreateItem(study, node)
-        return study
+            hierarchy.CreateItem(parent, node)
+        return parent
 
     # ---- finding and removing outputs --------------------------------------
 
@@ -429,7 +444,7 @@ class OutputManager:
         node.SetAttribute(ATTRIBUTE_INPUT_ID, "" if input_node is None else input_node.GetID())
         node.SetAttribute(ATTRIBUTE_FINGERPRINT, content_fingerprint(node))
         if input_node is not None:
-            self.place_in_study(node, input_node)
+            self.place_beside_input(node, input_node)
         return node
 
 
@@ -476,42 +491,3 @@ def _add_generated_color_table(scene: Any, name: str, colormap: str,
     node.SetAttribute(ATTRIBUTE_GENERATED_COLORMAP, colormap)
     scene.AddNode(node)
     return node
-
-
-def study_item_of(hierarchy: Any, input_node: Any) -> int:
-    """Subject hierarchy study item of ``input_node``, found or created (see
-    :meth:`OutputManager.place_in_study`)."""
-    scene_item = hierarchy.GetSceneItemID()
-    input_item = hierarchy.GetItemByDataNode(input_node)
-    if not input_item:
-        input_item = hierarchy.CreateItem(scene_item, input_node)
-    study = hierarchy.GetItemAncestorAtLevel(input_item, slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMLevelStudy())
-    if study:
-        return study
-    facts = {name: input_node.GetAttribute(name) or "" for name in (
-        "DICOM.PatientID", "DICOM.PatientName", "DICOM.StudyInstanceUID", "DICOM.StudyDescription",
-        "DICOM.StudyDate")}
-    uid_name = slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMUIDName()
-    study = hierarchy.GetItemByUID(uid_name, facts["DICOM.StudyInstanceUID"]) if facts["DICOM.StudyInstanceUID"] else 0
-    if not study:
-        patient = hierarchy.GetItemByUID(uid_name, facts["DICOM.PatientID"]) if facts["DICOM.PatientID"] else 0
-        if not patient:
-            patient_name = facts["DICOM.PatientName"] or facts["DICOM.PatientID"] or f"Patient of {input_node.GetName()}"
-            # New items go where the input was (the scene or the user's folder).
-            patient = hierarchy.CreateSubjectItem(hierarchy.GetItemParent(input_item), patient_name)
-            _set_item_facts(hierarchy, patient, facts, "DICOM.PatientID", ("DICOM.PatientID", "DICOM.PatientName"))
-        study_name = " ".join(v for v in (facts["DICOM.StudyDescription"], facts["DICOM.StudyDate"]) if v)
-        study = hierarchy.CreateStudyItem(patient, study_name or f"Study of {input_node.GetName()}")
-        _set_item_facts(hierarchy, study, facts, "DICOM.StudyInstanceUID",
-                        ("DICOM.StudyInstanceUID", "DICOM.StudyDescription", "DICOM.StudyDate"))
-    hierarchy.SetItemParent(input_item, study)
-    return study
-
-
-def _set_item_facts(hierarchy: Any, item: int, facts: dict[str, str], uid_attribute: str,
-                    attributes: Sequence[str]) -> None:
-    if facts[uid_attribute]:
-        hierarchy.SetItemUID(item, slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMUIDName(), facts[uid_attribute])
-    for attribute in attributes:
-        if facts[attribute]:
-            hierarchy.SetItemAttribute(item, attribute, facts[attribute])

@@ -193,7 +193,8 @@ def check_transformed_volume() -> None:
 
 def check_heatmap_foreground() -> None:
     """A heatmap is the foreground over its input in every slice view, with a
-    colour table and the requested window."""
+    colour table, the requested window, and its low values transparent (a
+    display threshold) so that the input keeps its grey values there."""
     ct = image_to_volume_node(phantom_image(), "heatmap input")
     evidence = phantom_image().with_array(np.linspace(0, 1, 5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7))
     manager = OutputManager("MSKAI check heatmap")
@@ -213,6 +214,11 @@ def check_heatmap_foreground() -> None:
     if color is None or color.GetNumberOfColors() < 2 or color.GetID() == "vtkMRMLColorTableNodeGrey":
         raise AssertionError(f"the heatmap needs a colour table, got {color.GetID() if color else None}")
     _assert_close((display.GetWindowLevelMin(), display.GetWindowLevelMax()), (0.0, 1.0), "heatmap window")
+    if not display.GetApplyThreshold() or display.GetAutoThreshold():
+        raise AssertionError("the heatmap's low values must be hidden by a fixed display threshold")
+    _assert_close(display.GetLowerThreshold(), 0.1, "heatmap lower threshold")
+    if display.GetUpperThreshold() < 1.0:
+        raise AssertionError(f"the heatmap's upper threshold {display.GetUpperThreshold()} hides high values")
     again = manager.heatmap("heatmap", evidence.with_array(evidence.array * 0.5), ct, "evidence")
     if again.GetID() != heatmap.GetID():
         raise AssertionError("re-running should refill the same heatmap node")
@@ -304,59 +310,65 @@ def check_table() -> None:
     _assert_close(slicer.util.arrayFromTableColumn(table, "count"), [3, 0, 12], "count column")
 
 
-def _study_of(node: Any) -> int:
+def _patient_and_study_items(hierarchy: Any) -> list[int]:
+    items = vtk.vtkIdList()
+    hierarchy.GetItemChildren(hierarchy.GetSceneItemID(), items, True)
+    return [items.GetId(index) for index in range(items.GetNumberOfIds())
+            if hierarchy.GetItemLevel(items.GetId(index)) in ("Patient", "Study")]
+
+
+def _parent_of(node: Any) -> int:
     hierarchy = slicer.mrmlScene.GetSubjectHierarchyNode()
     item = hierarchy.GetItemByDataNode(node)
     if not item:
         raise AssertionError(f"'{node.GetName()}' has no subject hierarchy item")
-    return hierarchy.GetItemAncestorAtLevel(item, "Study")
+    return hierarchy.GetItemParent(item)
 
 
-def check_subject_hierarchy_study() -> None:
-    """Outputs go under the input's study: an existing study is used, DICOM
-    facts find or name the patient and study, and an input without a study
-    gets one."""
+def check_subject_hierarchy_placement() -> None:
+    """Outputs go beside their input (under its parent item: a DICOM study, a
+    folder or the scene) and the input is never moved; nothing is invented
+    (no patient or study items for data loaded from files)."""
     hierarchy = slicer.mrmlScene.GetSubjectHierarchyNode()
     manager = OutputManager("MSKAI check hierarchy")
 
-    # Desktop-like: the input already sits in a DICOM patient/study.
+    # A DICOM series: inside its study, where Slicer's DICOM import put it.
     patient = hierarchy.CreateSubjectItem(hierarchy.GetSceneItemID(), "Doe^Jane")
     study = hierarchy.CreateStudyItem(patient, "Pelvis CT")
     loaded = image_to_volume_node(phantom_image(), "loaded series")
-    hierarchy.CreateItem(study, loaded)
+    series = hierarchy.CreateItem(study, loaded)
     table = manager.table("verdict", {"grade": [2]}, loaded, "verdict")
-    if _study_of(table) != study or manager.place_in_study(table, loaded) != study:
-        raise AssertionError("an output should go under the study the input already belongs to")
+    heatmap = manager.heatmap("heatmap", phantom_image().with_array(np.zeros((5, 6, 7), np.float32)),
+                              loaded, "evidence")
+    if _parent_of(table) != study or _parent_of(heatmap) != study or manager.place_beside_input(table, loaded) != study:
+        raise AssertionError("the outputs of a DICOM series should go into the series' study")
+    if hierarchy.GetItemByDataNode(loaded) != series or _parent_of(loaded) != study:
+        raise AssertionError("the input series must stay where it was")
 
-    # An input without a study but with DICOM facts: patient and study are created once and named.
-    dicom_image = phantom_image()
-    dicom_image.meta.update(patient_id="MSK-001", study_instance_uid="1.2.826.0.1.3680043.2.1125.1",
-                            study_description="CT PELVIS", study_date="20240131", modality="CT")
-    first = image_to_volume_node(dicom_image, "series 1")
-    second = image_to_volume_node(dicom_image, "series 2")
-    heatmap = manager.heatmap("heatmap", dicom_image.with_array(np.zeros(dicom_image.shape, np.float32)),
-                              first, "evidence")
-    fiducials = manager.fiducials("landmarks", [[0.0, 0.0, 0.0]], ["P1"], second, "points")
-    dicom_study = _study_of(heatmap)
-    if not dicom_study or _study_of(first) != dicom_study or _study_of(fiducials) != dicom_study \
-            or _study_of(second) != dicom_study:
-        raise AssertionError("two series of one DICOM study (same StudyInstanceUID) and their outputs "
-                             "should share one study item")
-    if hierarchy.GetItemUID(dicom_study, "DICOM") != "1.2.826.0.1.3680043.2.1125.1":
-        raise AssertionError("the created study should carry the StudyInstanceUID")
-    if "CT PELVIS" not in hierarchy.GetItemName(dicom_study):
-        raise AssertionError(f"study named '{hierarchy.GetItemName(dicom_study)}', expected its description")
-    dicom_patient = hierarchy.GetItemParent(dicom_study)
-    if hierarchy.GetItemLevel(dicom_patient) != "Patient" or hierarchy.GetItemUID(dicom_patient, "DICOM") != "MSK-001":
-        raise AssertionError("the study should sit under a patient item carrying the PatientID")
-
-    # An input with no facts at all gets its own patient and study.
-    plain = image_to_volume_node(phantom_image(), "nifti volume")
+    # A volume read from a NIfTI file (at the scene's top level), DICOM facts or not.
+    patients_and_studies = _patient_and_study_items(hierarchy)
+    nifti_image = phantom_image()
+    nifti_image.meta.update(patient_id="MSK-001", study_instance_uid="1.2.826.0.1.3680043.2.1125.1",
+                            study_description="CT PELVIS", modality="CT")
+    plain = image_to_volume_node(nifti_image, "nifti volume")
+    hierarchy.CreateItem(hierarchy.GetSceneItemID(), plain)
     segmentation = manager.segmentation("segments", phantom_image().with_array(np.ones((5, 6, 7), np.uint8)),
                                         {1: "all"}, plain, "everything")
-    plain_study = _study_of(segmentation)
-    if not plain_study or plain_study in (study, dicom_study) or _study_of(plain) != plain_study:
-        raise AssertionError("an input without study should get a new study holding it and its outputs")
+    points = manager.fiducials("landmarks", [[0.0, 0.0, 0.0]], ["P1"], plain, "points")
+    if _parent_of(plain) != hierarchy.GetSceneItemID():
+        raise AssertionError("an input at the top level must not be moved under a patient or study")
+    if _parent_of(segmentation) != hierarchy.GetSceneItemID() or _parent_of(points) != hierarchy.GetSceneItemID():
+        raise AssertionError("the outputs of a top-level input should sit beside it at the top level")
+    if _patient_and_study_items(hierarchy) != patients_and_studies:
+        raise AssertionError("patient or study items were invented for a volume loaded from a file")
+
+    # A volume in the user's folder: the outputs join it there.
+    folder = hierarchy.CreateFolderItem(hierarchy.GetSceneItemID(), "my cases")
+    in_folder = image_to_volume_node(phantom_image(), "volume in folder")
+    hierarchy.CreateItem(folder, in_folder)
+    folder_table = manager.table("verdict", {"grade": [1]}, in_folder, "verdict of folder volume")
+    if _parent_of(folder_table) != folder or _parent_of(in_folder) != folder:
+        raise AssertionError("the outputs of a volume in a folder should go into that folder")
 
 
 def check_rerun_replaces_own_outputs_only() -> None:
@@ -453,7 +465,7 @@ ALL_CHECKS = (
     check_fiducials_labels,
     check_segmentation_named_segments,
     check_table,
-    check_subject_hierarchy_study,
+    check_subject_hierarchy_placement,
     check_rerun_replaces_own_outputs_only,
 )
 

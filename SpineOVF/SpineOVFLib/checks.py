@@ -99,14 +99,14 @@ def check_result(result: dict, case: Any, check_verdict: bool) -> None:
 
 def check_result_nodes(logic: Any, result: dict, ct: Any, case: Any) -> dict[str, Any]:
     """The result and slices tables, the heatmap over the CT and the evidence
-    point, all under the CT's study; returns the nodes by role."""
+    point, all beside the CT in the subject hierarchy; returns the nodes by role."""
     nodes = {"table": logic.result_table_node(), "slices": logic.slices_table_node(),
              "heatmap": logic.heatmap_node(), "evidence": logic.evidence_node()}
     for role, node in nodes.items():
         if node is None:
             _fail(f"no {role} node after the analysis")
         if _study_of(node) != _study_of(ct) or not _study_of(ct):
-            _fail(f"the {role} node is not filed under the CT's study")
+            _fail(f"the {role} node is not filed beside the CT")
 
     columns = _table_columns(nodes["slices"])
     if columns.get("Sagittal slice") != [str(entry["index"]) for entry in result["slices"]]:

@@ -6,7 +6,7 @@ segment per vertebra, named T12, L1, ... or vertebrae_L1 as TotalSegmentator
 names them) that lets the analysis name the suspected level, runs it
 (blocking, or in a background thread through the shared
 :class:`mskai_slicer.module_logic.MSKAIModuleLogic`) and files its result
-nodes under the CT's study:
+nodes beside the CT in the subject hierarchy:
 
 * ``SpineOVF result`` (Table): verdict, probability, model, warnings;
 * ``SpineOVF slices`` (Table): each analysed sagittal slice with its index in
@@ -24,18 +24,15 @@ a complete folder (``result.json``, ``heatmap.nii.gz``, overlay PNGs) that
 """
 from __future__ import annotations
 
-import copy
-import shutil
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import slicer
 import vtk
 
-from mskai.errors import InputError
+from mskai.errors import InputError, MskaiError
 from mskai.image import Image
-from mskai.tasks import ProgressCallback, Task
+from mskai.tasks import ProgressCallback, Task, quiet
 from mskai_slicer.geometry import volume_node_to_image
 from mskai_slicer.module_logic import AnalysisJob, MSKAIModuleLogic, SceneRun
 
@@ -100,7 +97,7 @@ class SpineOVFLogic(MSKAIModuleLogic):
 
     def analyze_async(self, input_volume_node: Any, vertebra_segmentation_node: Any = None,
                       model_path: str | Path | None = None, device: str = "auto") -> AnalysisJob:
-        """Start the same analysis in a background thread (see :meth:`finish`)."""
+        """Start the same analysis in the worker process (see :meth:`start` and :meth:`finish`)."""
         return self.start({"spine CT": input_volume_node}, model_path=model_path, device=device,
                           **self._vertebra_option(input_volume_node, vertebra_segmentation_node))
 
@@ -142,48 +139,39 @@ class SpineOVFLogic(MSKAIModuleLogic):
         index in the sagittal stack, as in the slices table), make it the
         heatmap and move the evidence point to its strongest evidence; blocking.
         Returns the updated result."""
-        work, output_dir, input_node = self._explain_work(index)
+        job = self.explain_slice_async(index, progress=progress)
+        job.wait()
+        return self.finish(job)
+
+    def explain_slice_async(self, index: int, progress: ProgressCallback | None = None) -> AnalysisJob:
+        """The same as a job; call :meth:`finish` when it has ended.  After an
+        analysis in the worker the worker explains the slice with the model it
+        still holds; after a blocking analysis it is computed here at once (the
+        job is already finished)."""
+        run, input_node = self._explainable_run(index), self.last_input_node
+        output_dir = self._new_output_dir()
+        if run.in_worker:
+            request = {"op": "follow_up", "task": self.task.name, "action": "explain",
+                       "run_key": str(self.last_output_dir), "output_dir": str(output_dir),
+                       "arguments": {"slice_index": int(index)}}
+            return self.submit(request, output_dir, input_node, run.options)
         try:
-            result = work(progress or (lambda fraction, message: None))
-        except BaseException:
-            shutil.rmtree(output_dir, ignore_errors=True)
-            raise
-        return self._publish(result, output_dir, input_node)
+            explained = self.task.task.follow_up("explain", run.analysis, run.options, output_dir,
+                                                 progress=progress or quiet, slice_index=int(index))
+        except MskaiError as error:
+            return AnalysisJob.finished(error=error, output_dir=output_dir, input_node=input_node)
+        self.task.keep(output_dir, SceneRun(explained, run.options))
+        return AnalysisJob.finished(explained, output_dir=output_dir, input_node=input_node, options=run.options)
 
-    def explain_slice_async(self, index: int) -> AnalysisJob:
-        """The same in a background thread; call :meth:`finish` when it has ended."""
-        work, output_dir, input_node = self._explain_work(index)
-        return AnalysisJob(work, output_dir, input_node).start()
-
-    def _explain_work(self, index: int) -> tuple[Any, Path, Any]:
-        """The work of explaining slice ``index`` and the fresh folder it writes
-        (so that a failure leaves the last result's folder as it was)."""
-        from mskai.ovf.pipeline import explain, write_outputs
-
+    def _explainable_run(self, index: int) -> SceneRun:
+        """The last run, when slice ``index`` of it can be explained (one-line InputError otherwise)."""
         if not self.can_explain:
             raise InputError("there is no analysis to explain yet; run the analysis first")
-        index = int(index)
         analysed = self.analysed_slice_indices()
-        if index not in analysed:
-            raise InputError(f"sagittal slice {index} was not analysed; choose one of "
+        if int(index) not in analysed:
+            raise InputError(f"sagittal slice {int(index)} was not analysed; choose one of "
                              f"{analysed[0]}..{analysed[-1]}")
-        run, input_node = self.last_run, self.last_input_node
-        output_dir = self._new_output_dir()
-        task = self.task
-
-        def work(report: ProgressCallback) -> dict:
-            # A copy, so that a cancelled or failed explanation leaves the shown result as it was
-            # (the model, image and slice tensors are shared, never modified).
-            analysis = replace(run.analysis, result=copy.deepcopy(run.analysis.result))
-            report(0.0, f"computing the occlusion map of sagittal slice {index}")
-            explain(analysis, [index], vertebrae=run.options.get("vertebra_labels"))
-            report(0.9, "writing the result")
-            write_outputs(analysis, output_dir)
-            task.keep(output_dir, SceneRun(analysis, run.options))
-            report(1.0, f"explained sagittal slice {index}")
-            return analysis.result
-
-        return work, output_dir, input_node
+        return self.last_run
 
     # ---- results -------------------------------------------------------------------------
 

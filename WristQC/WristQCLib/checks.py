@@ -75,7 +75,7 @@ def check_result(result: dict, truth: dict, check_grade: bool) -> None:
 def check_result_nodes(logic: Any, result: dict, radiograph: Any) -> dict[str, Any]:
     """The result and scores tables, the keypoints at the result's pixels, the
     marker outline around its box and the heatmap when an artifact was found,
-    all under the radiograph's study; returns the nodes by role."""
+    all beside the radiograph in the subject hierarchy; returns the nodes by role."""
     from WristQCLib.logic import lps_to_pixel
     from mskai.wrist.report import item_rows
 
@@ -89,7 +89,7 @@ def check_result_nodes(logic: Any, result: dict, radiograph: Any) -> dict[str, A
         if (node is not None) != expected_present[role]:
             _fail(f"the {role} node is {'missing' if node is None else 'there but should not be'}")
         if node is not None and (_study_of(node) != _study_of(radiograph) or not _study_of(radiograph)):
-            _fail(f"the {role} node is not filed under the radiograph's study")
+            _fail(f"the {role} node is not filed beside the radiograph")
 
     columns = _table_columns(nodes["scores"])
     rows = item_rows(result)

@@ -9,7 +9,7 @@ The analysis is :func:`mskai.wrist.pipeline.analyze_radiograph` (through the
   read again at analysis time;
 * runs the analysis, blocking or in a background thread (the shared
   :class:`mskai_slicer.module_logic.MSKAIModuleLogic`), and files its nodes
-  under the radiograph's study:
+  beside the radiograph in the subject hierarchy:
 
   - ``WristQC result`` (Table): verdict, score, model, warnings;
   - ``WristQC scores`` (Table): every item with points, max, measured value,

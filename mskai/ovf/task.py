@@ -95,6 +95,36 @@ class OVFTask(Task):
     def verdict_line(self, result: dict) -> str:
         return f"{result['verdict']} (p = {result['probability']:.3f})"
 
+    def portable(self, analysis: OVFAnalysis) -> OVFAnalysis:
+        """The result, heatmap and slice probabilities; the model, the CT, the slab and
+        its tensors stay in the worker (for "explain this slice")."""
+        from dataclasses import replace
+
+        return replace(analysis, selection=None, tensor=None, maps=None, heat_slab=None, image=None, model=None,
+                       metadata={})
+
+    def follow_up(self, action: str, analysis: OVFAnalysis, options: dict[str, Any], output_dir: Path, *,
+                  progress: ProgressCallback, slice_index: int | None = None) -> OVFAnalysis:
+        """``"explain"``: the occlusion map of analysed sagittal slice ``slice_index``
+        (its index in the sagittal stack) becomes the heatmap and the evidence, in a
+        copy of ``analysis`` written to ``output_dir`` (so a failure or cancel leaves
+        the shown result as it was; the model, CT and tensors are shared, never
+        modified).  The vertebra labels of the analysis name the level."""
+        import copy
+        from dataclasses import replace
+
+        from mskai.ovf.pipeline import explain, write_outputs
+
+        if action != "explain" or slice_index is None:
+            return super().follow_up(action, analysis, options, output_dir, progress=progress)
+        explained = replace(analysis, result=copy.deepcopy(analysis.result))
+        progress(0.0, f"computing the occlusion map of sagittal slice {slice_index}")
+        explain(explained, [int(slice_index)], vertebrae=options.get("vertebra_labels"))
+        progress(0.9, "writing the result")
+        write_outputs(explained, output_dir)
+        progress(1.0, f"explained sagittal slice {slice_index}")
+        return explained
+
     # ---- the demo --------------------------------------------------------------------------
 
     def demo_model(self) -> Path:

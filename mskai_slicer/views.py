@@ -1,0 +1,76 @@
+"""Which view shows what: the sagittal slice view to read a slice from, and the
+view layout each module's results are read in.  Qt-free (slice nodes and
+layout constants only), so it is tested on the real MRML scene.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import numpy as np
+
+# A slice view counts as sagittal when its plane's normal is within this angle
+# of the left-right (x) axis: Slicer's "Sagittal" preset, or a slightly
+# reformatted sagittal plane.
+SAGITTAL_TOLERANCE_DEGREES = 15.0
+# The desktop layout's default sagittal view, preferred among equals.
+DEFAULT_SAGITTAL_VIEW = "Yellow"
+
+# The layout a module switches to when it shows a result (the names of
+# vtkMRMLLayoutNode's constants).  SpineOVF: one large sagittal view (Yellow),
+# where the slices, the heatmap and the evidence point are read; WristQC: one
+# large Red view, which shows a radiograph in its own plane.
+MODULE_LAYOUTS = {
+    "SpineOVF": "SlicerLayoutOneUpYellowSliceView",
+    "WristQC": "SlicerLayoutOneUpRedSliceView",
+}
+
+
+def _plane_normal(slice_node: Any) -> np.ndarray:
+    matrix = slice_node.GetSliceToRAS()
+    normal = np.array([matrix.GetElement(row, 2) for row in range(3)], dtype=float)
+    length = np.linalg.norm(normal)
+    return normal / length if length > 0 else normal
+
+
+def is_sagittal(slice_node: Any) -> bool:
+    """Whether ``slice_node`` shows a sagittal plane: its orientation is
+    ``"Sagittal"`` or its normal lies along x (:data:`SAGITTAL_TOLERANCE_DEGREES`)."""
+    if slice_node.GetOrientation() == "Sagittal":
+        return True
+    return abs(_plane_normal(slice_node)[0]) >= math.cos(math.radians(SAGITTAL_TOLERANCE_DEGREES))
+
+
+def sagittal_slice_node(slice_nodes: Iterable[Any]) -> Any:
+    """The slice node of the view to take a sagittal slice from, or None.
+
+    Only views shown in the current layout count (``IsMappedInLayout``;
+    when no view is marked as shown, as outside the desktop application,
+    every view counts).  Among the sagittal ones (:func:`is_sagittal`) the
+    one whose normal is closest to x wins, then the default sagittal view
+    (Yellow), then the first by name.
+    """
+    nodes = list(slice_nodes)
+    shown = [node for node in nodes if node.IsMappedInLayout()]
+    candidates = [node for node in (shown or nodes) if is_sagittal(node)]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda node: (-round(abs(_plane_normal(node)[0]), 6),
+                                             node.GetLayoutName() != DEFAULT_SAGITTAL_VIEW,
+                                             node.GetLayoutName() or node.GetName() or ""))
+
+
+def slice_plane_point_lps(slice_node: Any) -> list[float]:
+    """The centre of the plane ``slice_node`` shows (its SliceToRAS origin), in LPS mm."""
+    matrix = slice_node.GetSliceToRAS()
+    r, a, s = (matrix.GetElement(row, 3) for row in range(3))
+    return [-r, -a, s]
+
+
+def module_layout(module_name: str) -> int | None:
+    """The ``vtkMRMLLayoutNode`` layout ID of :data:`MODULE_LAYOUTS` for
+    ``module_name``, None for a module that keeps the user's layout."""
+    import slicer
+
+    name = MODULE_LAYOUTS.get(module_name)
+    return None if name is None else int(getattr(slicer.vtkMRMLLayoutNode, name))
