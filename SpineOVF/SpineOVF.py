@@ -46,7 +46,7 @@ reformatted to sagittal slices with its true spacing; the central 5% of them, ce
 spine's left-right position (found from the bone, else the image centre with a warning), are
 read by a ResNet34 slice encoder, and an LSTM (or max, mean or vote) over the slices gives the
 scan's fracture probability; 0.5 or more means <b>fracture</b>.</p>
-<p><b>Analyze</b> runs in the background (Cancel stops it) and shows the verdict and probability,
+<p><b>Analyze</b> runs in a separate MSKAI worker process (Cancel stops it at once) and shows the verdict and probability,
 a table of every analysed sagittal slice with its probability, the occlusion-sensitivity heatmap
 of the three most suspicious slices over the CT, and a Markups point at the strongest evidence,
 labelled with its vertebral level when a vertebra segmentation (segments named T12, L1, ... or

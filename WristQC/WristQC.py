@@ -50,7 +50,7 @@ detected keypoints (36).</p>
 <p><b>Load radiograph file</b> reads a DX/CR DICOM file (MONOCHROME1 is inverted once), or a
 PNG/JPEG (no DICOM header: the tag part scores 0 and the pixel spacing is assumed). The view
 comes from the DICOM tags when they name it, otherwise from a view classifier. <b>Analyze</b>
-runs in the background (Cancel stops it); a chest or other non-wrist image is refused unless
+runs in a separate MSKAI worker process (Cancel stops it at once); a chest or other non-wrist image is refused unless
 <i>Analyse even if it does not look like a wrist</i> is ticked. The results are a table of every
 item with its points, measured value and reason, the keypoints as Markups points (drag one and
 the layout is scored again when you release it; a keypoint that was not found can be placed, and

@@ -16,7 +16,7 @@ everything else is here, written once:
   a result whose input node is gone is dropped;
 * turning the result into the module's own nodes through
   :class:`mskai_slicer.outputs.OutputManager` (a Table node with the verdict
-  and measurements, filed under the input's study);
+  and measurements, placed beside the input in the subject hierarchy);
 * keeping the run's folder (``result.json``, report, overlays) so the user
   can save it.
 

@@ -31,6 +31,6 @@ class CervicalMRLogic(MSKAIModuleLogic):
 
     def analyze_async(self, sagittal_t1_node: Any, sagittal_t2_node: Any, axial_t2_node: Any,
                       model_path: str | Path | None = None, device: str = "auto") -> AnalysisJob:
-        """Start the same analysis in a background thread (see :meth:`finish`)."""
+        """Start the same analysis in the worker process (see :meth:`finish`)."""
         return self.start(_series(sagittal_t1_node, sagittal_t2_node, axial_t2_node), model_path=model_path,
                           device=device)

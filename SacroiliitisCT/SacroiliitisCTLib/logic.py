@@ -25,5 +25,5 @@ class SacroiliitisCTLogic(MSKAIModuleLogic):
 
     def analyze_async(self, input_volume_node: Any, model_path: str | Path | None = None,
                       device: str = "auto") -> AnalysisJob:
-        """Start the same analysis in a background thread (see :meth:`finish`)."""
+        """Start the same analysis in the worker process (see :meth:`finish`)."""
         return self.start({"pelvic CT": input_volume_node}, model_path=model_path, device=device)

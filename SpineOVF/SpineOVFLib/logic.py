@@ -4,7 +4,7 @@ The analysis itself is :func:`mskai.ovf.pipeline.analyze_image`; this Logic
 reads the CT node and, when the user has one, a vertebra segmentation (one
 segment per vertebra, named T12, L1, ... or vertebrae_L1 as TotalSegmentator
 names them) that lets the analysis name the suspected level, runs it
-(blocking, or in a background thread through the shared
+(blocking, or in the module's worker process through the shared
 :class:`mskai_slicer.module_logic.MSKAIModuleLogic`) and files its result
 nodes beside the CT in the subject hierarchy:
 

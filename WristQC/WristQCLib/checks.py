@@ -202,7 +202,7 @@ def check_edited_keypoints_survive_rerun(logic: Any, radiograph: Any, edited: An
 
 
 def check_background_run(logic: Any, radiograph: Any, grade: str, **options: Any) -> None:
-    """The same analysis in a background thread ends with the same grade."""
+    """The same analysis in the worker process ends with the same grade."""
     job = logic.analyze_async(radiograph, **options)
     if not job.wait(timeout=600):
         _fail("the background analysis did not end")
@@ -212,7 +212,7 @@ def check_background_run(logic: Any, radiograph: Any, grade: str, **options: Any
 
 
 def check_refusals(logic: Any, radiograph: Any) -> None:
-    """A volume of several slices is refused in one line, before any thread starts."""
+    """A volume of several slices is refused in one line, before the worker is asked."""
     from mskai.image import Image
     from mskai_slicer.geometry import image_to_volume_node
 

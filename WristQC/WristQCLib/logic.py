@@ -7,7 +7,7 @@ The analysis is :func:`mskai.wrist.pipeline.analyze_radiograph` (through the
   as a one-slice scalar volume (:meth:`WristQCLogic.load_radiograph`); the file
   path is kept on the node so that the DICOM header (the 34 tag points) is
   read again at analysis time;
-* runs the analysis, blocking or in a background thread (the shared
+* runs the analysis, blocking or in the module's worker process (the shared
   :class:`mskai_slicer.module_logic.MSKAIModuleLogic`), and files its nodes
   beside the radiograph in the subject hierarchy:
 
@@ -184,7 +184,7 @@ class WristQCLogic(MSKAIModuleLogic):
 
     def analyze_async(self, input_volume_node: Any, model_path: str | Path | None = None,
                       device: str = "auto", force: bool = False) -> AnalysisJob:
-        """Start the same analysis in a background thread (see :meth:`finish`)."""
+        """Start the same analysis in the worker process (see :meth:`finish`)."""
         return self.start({"wrist radiograph": input_volume_node}, model_path=model_path, device=device,
                           force=force)
 
