@@ -89,13 +89,15 @@ def _answer(session: Path, number: int, kept: dict[str, tuple[str, Any, dict[str
 
         try:
             request_path = session / f"request-{number}.pkl"
-            request = pickle.loads(request_path.read_bytes())
+            with request_path.open("rb") as handle:
+                request = pickle.load(handle)
             request_path.unlink()  # the images it holds may be large (and in memory: /dev/shm)
             answer = _execute(request, kept, lambda fraction, message: emit(progress=float(fraction),
                                                                               message=str(message)))
             path = session / f"answer-{number}.pkl"
             temporary = path.with_name(f".{path.name}.tmp")
-            temporary.write_bytes(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
+            with temporary.open("wb") as handle:
+                pickle.dump(answer, handle, protocol=pickle.HIGHEST_PROTOCOL)
             temporary.replace(path)
             emit(done=str(path))
         except MskaiError as error:
@@ -198,7 +200,8 @@ class WorkerProcess:
         number = self._requests
         path = self.session / f"request-{number}.pkl"
         temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_bytes(pickle.dumps(dict(request), protocol=pickle.HIGHEST_PROTOCOL))
+        with temporary.open("wb") as handle:  # streamed: the images are not copied into one bytes object
+            pickle.dump(dict(request), handle, protocol=pickle.HIGHEST_PROTOCOL)
         temporary.replace(path)
         try:
             self.process.stdin.write(f"{number}\n")
@@ -357,7 +360,8 @@ class AnalysisJob:
                 self._messages.append(str(event["message"]))
         elif "done" in event:
             answer_path = Path(event["done"])
-            self._end(answer=pickle.loads(answer_path.read_bytes()))
+            with answer_path.open("rb") as handle:
+                self._end(answer=pickle.load(handle))
             answer_path.unlink()
         elif "error" in event:
             kind, message = event["error"]["kind"], event["error"]["message"]
