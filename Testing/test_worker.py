@@ -115,13 +115,18 @@ def test_cancel_kills_the_worker_now_and_the_next_analysis_starts_a_fresh_one(mr
     logic.shutdown()
 
 
-def test_a_worker_that_dies_is_reported_with_its_last_lines(mrml_scene):
-    logic = logic_with(WorkerStandInTask(die=True))
+def failure_message(logic) -> str:
+    """The one-line WorkerError of an analysis that fails in the worker."""
     job = logic.analyze_async(pelvis_ct())
     assert job.wait(timeout=120)
     with pytest.raises(WorkerError) as raised:
         logic.finish(job)
-    message = str(raised.value)
+    return str(raised.value)
+
+
+def test_a_worker_that_dies_is_reported_with_its_last_lines(mrml_scene):
+    logic = logic_with(WorkerStandInTask(die=True))
+    message = failure_message(logic)
     assert "worker process stopped (exit status 3)" in message
     assert "the stand-in task ends its process now" in message and "\n" not in message
     session = logic.worker().session
@@ -131,11 +136,7 @@ def test_a_worker_that_dies_is_reported_with_its_last_lines(mrml_scene):
 
 def test_a_bug_in_the_analysis_is_one_line_with_the_traceback_in_the_log(mrml_scene):
     logic = logic_with(WorkerStandInTask(fail=True))
-    job = logic.analyze_async(pelvis_ct())
-    assert job.wait(timeout=120)
-    with pytest.raises(WorkerError) as raised:
-        logic.finish(job)
-    message = str(raised.value)
+    message = failure_message(logic)
     assert message.startswith("internal error in the analysis: ZeroDivisionError: a bug in the stand-in task")
     log = Path(message.split("(traceback in ")[1].rstrip(")")).read_text()
     assert "Traceback (most recent call last)" in log and "ZeroDivisionError" in log
