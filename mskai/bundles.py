@@ -34,7 +34,7 @@ import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping, TypeVar
+from typing import Any, Mapping, TypeVar, Union
 
 import torch
 from safetensors import SafetensorError
@@ -222,7 +222,7 @@ class Bundle:
         return loaded
 
 
-BundleSource = Bundle | str | Path
+BundleSource = Union[Bundle, str, Path]  # not `|`: evaluated at import, Python 3.9
 """A bundle, or what :func:`load_bundle` finds one by: a folder path, an ``id`` or ``id@version``."""
 
 ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)

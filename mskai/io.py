@@ -17,7 +17,8 @@ DICOM volumes
     along the normal of ImageOrientationPatient, the float32 volume allocated
     once and filled slice by slice: native little-endian pixel data is taken
     from pydicom's PixelData bytes, everything compressed goes through
-    pydicom's pixel-data handlers (pylibjpeg/openjpeg/libjpeg/RLE).
+    pydicom's pixel-data handlers (pylibjpeg/openjpeg/libjpeg/RLE); pydicom 2.4
+    (Slicer's) and 3 both work, the calls that differ are in :mod:`mskai.dicom_compat`.
     Geometry: origin = ImagePositionPatient of the first slice, direction
     columns = row direction, column direction, slice normal; spacing =
     (PixelSpacing[1], PixelSpacing[0], slice step) because DICOM's
@@ -55,6 +56,7 @@ from pydicom.multival import MultiValue
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from scipy import ndimage
 
+from mskai.dicom_compat import deferred_element, drop_pixel_data, iter_frames
 from mskai.errors import InputError
 from mskai.image import Image
 from mskai.sitk_bridge import from_sitk, to_sitk
@@ -416,7 +418,7 @@ def _read_header(path: Path) -> tuple[Dataset | None, str]:
         return None, "no image"
     if "Rows" not in ds or "Columns" not in ds:
         return None, "corrupt"
-    raw = ds.get_item("PixelData", keep_deferred=True)
+    raw = deferred_element(ds, "PixelData")
     # A deferred element records where its value starts in the file: a file shorter
     # than that value is truncated (compressed data is read now and fails later;
     # a deflated file's offsets are in the inflated stream, so it is checked later).
@@ -636,7 +638,7 @@ def _read_series(datasets: list[Dataset], limit: int, label: str, values: _Heade
     first = plan.frames[0]
     meta = _dicom_meta(first.dataset, n_files=len(datasets))
     meta.update(has_geometry=plan.spacing_source == "dicom", spacing_source=plan.spacing_source)
-    header = _drop_pixel_data(first.dataset)
+    header = drop_pixel_data(first.dataset)
     return Image(volume, plan.spacing, tuple(plan.origin), plan.direction, meta=meta,
                  header=header, warnings=notes)
 
@@ -796,7 +798,7 @@ def _read_single_frame(frame: _Frame, limit: int, label: str, notes: list[str]) 
         origin, direction = frame.position, np.column_stack(_slice_axes(frame))
     thickness = frame.slice_thickness or _float_or(ds.get("SpacingBetweenSlices"), 1.0)
     return Image(plane, (dx, dy, thickness), tuple(origin), direction, meta=meta,
-                 header=_drop_pixel_data(ds), warnings=notes)
+                 header=drop_pixel_data(ds), warnings=notes)
 
 
 # ----------------------------------------------------------------------------
@@ -815,13 +817,13 @@ def _decoded_frames(frames: list[_Frame]) -> Iterator[tuple[int, np.ndarray]]:
     slot = {frame.frame_index: k for k, frame in enumerate(frames)}
     name = Path(source.filename).name
     try:
-        for index, pixels in enumerate(pydicom.pixels.iter_pixels(source.filename)):
+        for index, pixels in enumerate(iter_frames(source.filename)):
             if index in slot:
                 yield slot[index], pixels
     except Exception as exc:  # any decoder failure is a corrupt file to the user
         raise InputError(f"{name}: the pixel data cannot be decoded ({type(exc).__name__}: {exc})") from None
     finally:
-        _drop_pixel_data(source)
+        drop_pixel_data(source)
 
 
 def _decode_single_frame(ds: Dataset, pixel_format: _PixelFormat) -> np.ndarray:
@@ -840,7 +842,7 @@ def _decode_single_frame(ds: Dataset, pixel_format: _PixelFormat) -> np.ndarray:
     except Exception as exc:  # any decoder failure is a corrupt file to the user
         raise InputError(f"{name}: the pixel data cannot be decoded ({type(exc).__name__}: {exc})") from None
     finally:
-        _drop_pixel_data(ds)
+        drop_pixel_data(ds)
 
 
 def _native_pixels(data: bytes, pixel_format: _PixelFormat, name: str) -> np.ndarray:
@@ -857,14 +859,6 @@ def _native_pixels(data: bytes, pixel_format: _PixelFormat, name: str) -> np.nda
         # The bits above Bits Stored are undefined (PS3.5 8.1.1): drop them, keeping the sign.
         values = (values << unused_bits) >> unused_bits
     return values
-
-
-def _drop_pixel_data(ds: Dataset) -> Dataset:
-    """Remove the pixel data (and pydicom's cached array) so only the header stays in memory."""
-    for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
-        if keyword in ds:
-            delattr(ds, keyword)
-    return ds
 
 
 def _monochrome1_to_monochrome2(values: np.ndarray, pixel_format: _PixelFormat) -> None:

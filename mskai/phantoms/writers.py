@@ -27,6 +27,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from mskai.dicom_compat import compress, save_file
 from mskai.image import Image
 from mskai.results import to_jsonable
 
@@ -102,18 +103,18 @@ def _apply_tags(ds: Dataset, tags: dict[str, Any] | None, omit: Iterable[str] = 
 
 
 def _store(ds: Dataset, pixels: np.ndarray, path: Path, transfer_syntax: str | None) -> Path:
-    """Attach ``pixels`` (native little endian), compress through pydicom when asked
+    """Attach ``pixels`` (native little endian), compress (pydicom and its plugins) when asked
     (JPEG 2000 needs at least 32x32 pixels with OpenJPEG's defaults), save."""
     ds.PixelData = np.ascontiguousarray(pixels).tobytes()
     syntax = UID(transfer_syntax or ExplicitVRLittleEndian)
     if syntax.is_compressed:
-        ds.compress(syntax, pixels, generate_instance_uid=False)
+        compress(ds, syntax, pixels)
     elif syntax.is_little_endian:  # explicit, implicit or deflated: pydicom encodes on save
         ds.file_meta.TransferSyntaxUID = syntax
     else:
         raise ValueError(f"big-endian transfer syntax {syntax.name} is not written here")
     path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
+    save_file(ds, path)
     return path
 
 
@@ -170,7 +171,7 @@ def write_dicom_series(
     are the image's).  Values are stored as int16 after the inverse rescale
     ``(value - intercept) / slope``, rounded.  ``transfer_syntax`` (a pydicom
     UID such as ``RLELossless`` or ``JPEG2000Lossless``) compresses through
-    ``Dataset.compress``.  ``extra_tags`` sets tags by keyword after the
+    ``mskai.dicom_compat.compress``.  ``extra_tags`` sets tags by keyword after the
     defaults (``None`` removes one).  ``patient`` overrides the keys ``name``,
     ``id``, ``sex``, ``birth_date``, ``age`` of a phantom patient.  UIDs derive
     from ``seed`` when given (SOP instance UIDs always from the series UID).

@@ -58,7 +58,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -84,7 +84,7 @@ _VIEW_ALIASES = {"AP": "AP", "LAT": "LAT", "LATERAL": "LAT"}
 CACHE_FORMAT = 1
 """Bumped whenever what is cached changes meaning, so stale caches are never read."""
 
-Keypoints = dict[str, tuple[float, float] | None]
+Keypoints = dict[str, Optional[tuple[float, float]]]  # not `|`: evaluated at import, Python 3.9
 
 
 # --------------------------------------------------------------------------- the CSV

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence, Union
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ DEFAULT_BUNDLE_IDS = {"artifact": "wrist-artifact-demo", "keypoints": "wrist-key
                       "view": "wrist-view-demo"}
 _PROBE_SEED = 20240611  # the fixed input on which an ONNX Runtime twin is checked against PyTorch
 
-ComponentSource = BundleSource | Literal[False] | None
+ComponentSource = Union[BundleSource, Literal[False], None]  # not `|`: evaluated at import, Python 3.9
 """What :func:`load_wrist_models` takes for each network: a bundle (folder, id or
 :class:`~mskai.bundles.Bundle`), None for the shipped demo bundle, False to leave it out."""
 
