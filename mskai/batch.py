@@ -319,3 +319,64 @@ def _merge_error_logs(parts: Path, target: Path, world_size: int) -> None:
         target.write_text("\n".join(texts) + "\n", encoding="utf-8")
     elif target.is_file():
         target.unlink()
+
+
+# --------------------------------------------------------------------------- CT studies
+
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+class CTStudies:
+    """How a CT task's batch finds its studies (SpineOVF, SacroiliitisCT).
+
+    * a **folder of studies**: every sub-folder is one study (a DICOM series), and
+      every NIfTI/NRRD file directly in the folder is one study;
+    * a **companion** segmentation travels with its study when there is one
+      (:attr:`word`: ``"vertebrae"`` for SpineOVF, ``"bones"`` for SacroiliitisCT): a
+      ``*.seg.nrrd`` or a labelmap whose name contains the word (NIfTI/NRRD, names
+      in a sidecar JSON) inside the study folder, or, for an image file, next to it
+      named with the image's stem and a separator (``case7.nii.gz`` ->
+      ``case7_vertebrae.nii.gz``).  Companions and JSON sidecars are never read as
+      images.
+    """
+
+    def __init__(self, word: str):
+        self.word = word
+
+    @staticmethod
+    def is_volume_file(path: Path) -> bool:
+        return path.name.lower().endswith(VOLUME_SUFFIXES)
+
+    def is_companion(self, path: Path) -> bool:
+        name = path.name.lower()
+        return name.endswith(".seg.nrrd") or (self.word in name and self.is_volume_file(path))
+
+    def in_folder(self, folder: Path) -> list[Path]:
+        """The studies of a folder: its sub-folders, then its NIfTI/NRRD files (not companions)."""
+        entries = sorted(folder.iterdir())
+        paths = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
+        return paths + [p for p in entries if p.is_file() and self.is_volume_file(p) and not self.is_companion(p)]
+
+    def companion(self, path: Path) -> Path | None:
+        """The companion segmentation of a study (see the class docstring), or None."""
+        if path.is_dir():
+            candidates = sorted(p for p in path.iterdir() if p.is_file() and self.is_companion(p))
+        else:
+            suffix = image_suffix(path) or path.suffix
+            stem = path.name[:len(path.name) - len(suffix)] if suffix else path.name
+            candidates = sorted(p for p in path.parent.iterdir()
+                                if p.is_file() and p != path and self.is_companion(p) and p.name.startswith(stem)
+                                and p.name[len(stem):len(stem) + 1] in ("_", "-", "."))
+        return candidates[0] if candidates else None
+
+    def source(self, study: BatchItem) -> Path | list[Path]:
+        """What to read for a study: an image file as it is; for a folder, its files
+        except the companion and JSON sidecars (which are not DICOM, and would
+        otherwise be reported as skipped files)."""
+        if not study.path.is_dir():
+            return study.path
+        files = sorted(p for p in study.path.rglob("*") if p.is_file() and not p.name.startswith(".")
+                       and not self.is_companion(p) and p.suffix.lower() != ".json")
+        if not files:
+            raise InputError(f"{study.path}: the study folder holds no DICOM files")
+        return files

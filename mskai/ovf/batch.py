@@ -29,57 +29,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from mskai.batch import BatchItem, BatchPlan, find_items, image_suffix
+from mskai.batch import BatchItem, BatchPlan, CTStudies, find_items
 from mskai.errors import InputError
 
 WORKLIST_NAME = "worklist.csv"
 WORKLIST_COLUMNS = ("study_uid", "patient_id", "path", "probability", "verdict", "suspected_level",
                     "warnings", "status")
 STUDIES_DIR = "studies"
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".nhdr", ".mha", ".mhd")
 LABELLING_WORD = "vertebrae"
-
-
-def _is_volume_file(path: Path) -> bool:
-    return path.name.lower().endswith(VOLUME_SUFFIXES)
-
-
-def _is_labelling(path: Path) -> bool:
-    name = path.name.lower()
-    return name.endswith(".seg.nrrd") or (LABELLING_WORD in name and _is_volume_file(path))
-
-
-def studies_in_folder(folder: Path) -> list[Path]:
-    """The studies of a folder: its sub-folders, then its NIfTI/NRRD files (not labellings)."""
-    entries = sorted(folder.iterdir())
-    paths = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
-    return paths + [p for p in entries if p.is_file() and _is_volume_file(p) and not _is_labelling(p)]
-
-
-def labelling_for(path: Path) -> Path | None:
-    """The vertebra labelling of a study (see the module docstring), or None."""
-    if path.is_dir():
-        candidates = sorted(p for p in path.iterdir() if p.is_file() and _is_labelling(p))
-    else:
-        suffix = image_suffix(path) or path.suffix
-        stem = path.name[:len(path.name) - len(suffix)] if suffix else path.name
-        candidates = sorted(p for p in path.parent.iterdir()
-                            if p.is_file() and p != path and _is_labelling(p) and p.name.startswith(stem)
-                            and p.name[len(stem):len(stem) + 1] in ("_", "-", "."))
-    return candidates[0] if candidates else None
-
-
-def study_source(study: BatchItem) -> Path | list[Path]:
-    """What to read for a study: an image file as it is; for a folder, its
-    files except the vertebra labelling and JSON sidecars (which are not
-    DICOM, and would otherwise be reported as skipped files)."""
-    if not study.path.is_dir():
-        return study.path
-    files = sorted(p for p in study.path.rglob("*") if p.is_file() and not p.name.startswith(".")
-                   and not _is_labelling(p) and p.suffix.lower() != ".json")
-    if not files:
-        raise InputError(f"{study.path}: the study folder holds no DICOM files")
-    return files
+STUDIES = CTStudies(LABELLING_WORD)
+"""Study folders and NIfTI/NRRD files, each with its vertebra labelling (:class:`mskai.batch.CTStudies`)."""
+studies_in_folder = STUDIES.in_folder
+labelling_for = STUDIES.companion
+study_source = STUDIES.source
 
 
 def _suspected_level(result: dict) -> str:
@@ -159,8 +121,8 @@ def batch_plan(*, evidence: str = "top1", aggregator: str | None = None, force: 
     return BatchPlan(label="ovf batch", item_word="studies",
                      folder_expects="one sub-folder or NIfTI/NRRD file per study",
                      csv_name=WORKLIST_NAME, items_dir=STUDIES_DIR, columns=WORKLIST_COLUMNS,
-                     find_in_folder=studies_in_folder, analyse=analyse, row=worklist_row, failed_row=failed_row,
-                     companion=labelling_for, sort_key=_sort_key,
+                     find_in_folder=STUDIES.in_folder, analyse=analyse, row=worklist_row, failed_row=failed_row,
+                     companion=STUDIES.companion, sort_key=_sort_key,
                      finish=lambda rows, output_dir, loaded, counts: {"worklist": output_dir / WORKLIST_NAME})
 
 
