@@ -2,8 +2,8 @@
 
 Most tests use :class:`wrist_truth_models.TruthModels` (the phantom's ground truth
 in place of the networks), so the expected score is the phantom's own ground
-truth (W-A's ``truth.json``, computed independently with score_layout on the
-true keypoints and the tags written); a tiny random-weights bundle set checks the
+truth (W-A's ``truth.json``: the layout computed from the phantom's own geometry by
+:mod:`mskai.wrist.phantom_layout`, not by score_layout, and the tags written); a tiny random-weights bundle set checks the
 real loading and inference path and the JPEG 2000 equivalence.  The tests with
 the trained demo bundles skip until ``Resources/Models/wrist-*-demo`` exist.
 """
@@ -93,7 +93,11 @@ def test_result_contract_on_an_incomplete_header(ring_case, tmp_path):
     artifact = result["parts"]["artifact"]
     assert artifact == {"score": 0, "max": 10, "probability": 0.93, "threshold": 0.5, "found": True}
     layout = result["parts"]["layout"]
-    assert layout["tasks"] == truth["expected"]["layout"]["tasks"]
+    for name, expected in truth["expected"]["layout"]["tasks"].items():
+        assert layout["tasks"][name]["score"] == expected["score"], name
+        for key, value in expected["measured"].items():
+            assert layout["tasks"][name]["measured"][key] == (pytest.approx(value, abs=1e-5)
+                                                              if isinstance(value, float) else value), (name, key)
     assert all(task["grade"] in ("excellent", "good", "poor", "fail") for task in layout["tasks"].values())
     assert result["keypoints"] == {k: None if v is None else [round(v[0], 2), round(v[1], 2)]
                                    for k, v in ring_case.keypoints.items()}

@@ -69,13 +69,50 @@ def test_ap2_midpoint_of_tilted_styloids():
     assert r["score"] == 5
 
 
-def test_ap2_lower_edge_is_away_from_p1():
+def test_ap2_lower_edge_is_on_the_forearm_side_of_the_styloids():
     # Image rotated by 180 degrees: thumb near the bottom, forearm at the top.
     # Midpoint at y = 299.5 -> top distance (299.5 + 0.5) * 0.01 = 3.0 cm.
     r = task(ap(p1=(500, 1800), p2=(300, 299.5), p3=(700, 299.5)), "AP2")
     assert r["measured"]["lower_edge"] == "top"
     assert r["measured"]["D_cm"] == pytest.approx(3.0)
     assert r["score"] == 5
+
+
+# Hand-worked cases of the lower edge (0.1 mm pixels: 100 px = 1 cm unless said otherwise).
+# "old" is what the former rule ("the edge farther from P1") measured, to show the cases that tell them apart.
+@pytest.mark.parametrize("case, size, p1, p2, p3, edge, d_cm, points", [
+    # Wrist high, hand up: P1 (y 100) above the midpoint (y 400); bottom (2000 - 0.5 - 400) / 100 = 15.995 cm.
+    ("wrist high", (W, H), (650, 100), (300, 400), (700, 400), "bottom", 15.995, 0),
+    # Wrist low, hand up: P1 (y 1200) below the image centre, so the old rule took the top edge
+    # (12.005 cm from P1 against 7.995 cm) and measured 16.505 cm; the forearm's edge is the bottom,
+    # (2000 - 0.5 - 1650) / 100 = 3.495 cm.
+    ("wrist low", (W, H), (800, 1200), (300, 1650), (700, 1650), "bottom", 3.495, 5),
+    # The demo's ring case as the issue reports it (611 x 1444 px, 0.16 mm): midpoint (352, 1159.5),
+    # bottom (1444 - 0.5 - 1159.5) * 0.016 = 284 * 0.016 = 4.544 cm (the old rule: top, 18.56 cm).
+    ("ring demo", (611, 1444), (594, 862), (460, 1156), (244, 1163), "bottom", 4.544, 5),
+    # Hand down (180 degrees), wrist low in the image, P1 (y 1900) below the midpoint (y 1500): the forearm
+    # runs up, so the top edge, (1500 + 0.5) / 100 = 15.005 cm.
+    ("hand down", (W, H), (500, 1900), (300, 1500), (700, 1500), "top", 15.005, 0),
+    # Rotated 90 degrees (landscape, vertical axis x), hand to the left: P1 (x 1200) left of the
+    # midpoint (x 1650) -> right edge (2000 - 0.5 - 1650) / 100 = 3.495 cm (the old rule: left, 16.505 cm).
+    ("rotated 90, hand left", (2000, 1000), (1200, 500), (1650, 300), (1650, 700), "right", 3.495, 5),
+    # Rotated 90 degrees the other way, hand to the right: P1 (x 900) right of the midpoint (x 399.5)
+    # -> left edge (399.5 + 0.5) / 100 = 4.0 cm (the old rule: right, (2000 - 0.5 - 399.5) / 100 = 16.0 cm).
+    ("rotated 90, hand right", (2000, 1000), (900, 500), (399.5, 700), (399.5, 300), "left", 4.0, 5),
+])
+def test_ap2_lower_edge_hand_worked(case, size, p1, p2, p3, edge, d_cm, points):
+    spacing = (0.16, 0.16) if case == "ring demo" else SP
+    r = task(ap(p1=p1, p2=p2, p3=p3, size=size, spacing=spacing), "AP2")
+    assert r["measured"]["lower_edge"] == edge, case
+    assert r["measured"]["D_cm"] == pytest.approx(d_cm, abs=1e-6), case
+    assert r["score"] == points, case
+
+
+def test_ap2_p1_level_with_the_midpoint_uses_the_high_end():
+    # P1 on the midpoint's row says nothing about the forearm's side: bottom edge, as without P1.
+    r = task(ap(p1=(900, 1500), p2=(300, 1500), p3=(700, 1500)), "AP2")
+    assert r["measured"]["lower_edge"] == "bottom"
+    assert r["measured"]["D_cm"] == pytest.approx(4.995)
 
 
 def test_ap2_without_p1_uses_bottom_edge():
@@ -373,3 +410,37 @@ def test_bad_arguments_are_refused():
         grade_task("AP9", 1)
     with pytest.raises(ValueError, match="total must be within"):
         grade_total(101)
+
+
+# ------------------------------------------------------------------ against the phantoms' own geometry
+def test_score_layout_agrees_with_the_phantom_geometry_truth():
+    """The phantoms' truth comes from their own geometry (the forearm's and the radius's directions
+    as placed, :mod:`mskai.wrist.phantom_layout`), not from score_layout: on true keypoints both agree,
+    task by task, over every tier, with crops, rotations and both laterality."""
+    from mskai.wrist.phantoms import make_wrist_case
+
+    compared = 0
+    for seed in range(700, 730):
+        for view in ("AP", "LAT"):
+            case = make_wrist_case(seed, view=view, noise=False)
+            got = score_layout(view, case.keypoints, case.image_size, case.spacing_mm)
+            for name, truth in case.expected["layout"]["tasks"].items():
+                assert got["tasks"][name]["score"] == truth["score"], (seed, view, name)
+                for key, value in truth["measured"].items():
+                    measured = got["tasks"][name]["measured"][key]
+                    assert measured == (pytest.approx(value, abs=1e-5) if isinstance(value, float) else value)
+                compared += 1
+    assert compared == 30 * (5 + 3)
+
+
+def test_demo_ring_case_lower_edge_is_the_forearm_side():
+    """The demo's ``ring`` case sits low in its image: AP2 is measured to the bottom (forearm) edge."""
+    from mskai.wrist.phantoms import make_wrist_case
+    from mskai.wrist.task import DEMO_CASES
+
+    ring = next(demo for demo in DEMO_CASES if demo.name == "ring")
+    case = make_wrist_case(ring.seed, **ring.options)
+    ap2 = case.expected["layout"]["tasks"]["AP2"]
+    assert ap2["measured"]["lower_edge"] == "bottom"
+    assert 3 <= ap2["measured"]["D_cm"] <= 5 and ap2["score"] == 5
+    assert score_layout("AP", case.keypoints, case.image_size, case.spacing_mm)["tasks"]["AP2"]["score"] == 5

@@ -49,7 +49,8 @@ from PIL import ImageDraw, ImageFont
 from scipy import ndimage
 
 from mskai.phantoms.writers import truth_json, write_png, write_radiograph_dicom
-from mskai.wrist.scoring import VIEW_KEYPOINTS, grade_total, score_layout
+from mskai.wrist.phantom_layout import layout_truth
+from mskai.wrist.scoring import VIEW_KEYPOINTS, grade_total
 from mskai.wrist.tags import TAG_KEYWORDS
 
 MAX_VALUE = 4095
@@ -77,8 +78,9 @@ class WristCase:
     pixel bounds of the letter's visible part or None, complete, mirrored,
     rotation_deg (counter-clockwise on screen), font, height_mm, framed.
     ``marker_mask``: bool, the lead letter, its frame and any occluding object.
-    ``expected``: ground-truth layout score (``score_layout`` on the true
-    keypoints) and the marker / artifact points.
+    ``expected``: ground-truth layout points (:func:`mskai.wrist.phantom_layout.layout_truth`:
+    the rules computed from the phantom's own geometry, independently of
+    ``score_layout``) and the marker / artifact points.
     """
 
     plane: np.ndarray
@@ -856,7 +858,7 @@ def make_wrist_case(
         seed: every random choice derives from it (same seed, same case).
         view: ``"AP"``, ``"LAT"`` or None (random, 50/50).
         quality: ``"excellent"`` (layout rules at full marks, checked with
-            ``score_layout``), ``"poor"`` (layout total <= 21 of 36),
+            the phantom's own layout truth), ``"poor"`` (layout total <= 21 of 36),
             ``"moderate"``, or ``"random"`` (one of the three: 30/40/30).
         artifact: None (35 % chance), True (random kind), False, or a kind from
             ``ARTIFACT_KINDS``.
@@ -918,7 +920,10 @@ def make_wrist_case(
         centre = np.array([(cols - 1) / 2, (rows - 1) / 2])
         place = _Placement(layout["rotation_deg"], centre + np.asarray(layout["offset_mm"]) / spacing, spacing)
         keypoints = _keypoints_px(anatomy, place, cols, rows, view)
-        expected = score_layout(view, keypoints, (cols, rows), (spacing, spacing))
+        turn = _rotation(layout["rotation_deg"])
+        expected = layout_truth(view, keypoints, (cols, rows), (spacing, spacing),
+                                forearm_direction=turn @ np.array([0.0, 1.0]),  # the anatomy's +y is proximal
+                                radial_direction=turn @ np.array([-1.0 if side == "R" else 1.0, 0.0]))
         if overrides.keys() & {"rotation_deg", "offset_mm", "field_mm", "crop"} or _tier_holds(tier, expected):
             break
     else:

@@ -18,11 +18,18 @@ Geometry conventions (used by every rule below):
 * The **vertical axis** is the long axis of the forearm's image direction: the
   image's longer side (``"y"`` when height >= width, else ``"x"``) unless the
   caller passes ``vertical_axis`` (e.g. from the DICOM tags).
-* The **lower edge** (AP2) is the edge on the forearm's side, i.e. away from P1:
-  of the two edges that cut the vertical axis, the one farther from P1.  When
-  P1 is missing (or exactly centred) it is the edge at the high-coordinate end
-  of the vertical axis (the bottom edge for a portrait image, the right edge
-  when the vertical axis is x).
+* The **lower edge** (AP2) is the edge on the forearm's side of the styloids:
+  of the two edges that cut the vertical axis, the one that lies opposite to
+  the direction from the styloid midpoint to P1 (the thumb's MCP joint is on
+  the hand's side, so the forearm runs the other way).  With the hand up (P1
+  above the midpoint) it is the bottom edge wherever the wrist sits in the
+  image; with the hand down it is the top edge; when the vertical axis is x,
+  the right edge for P1 left of the midpoint and the left edge for P1 right of
+  it.  When P1 is missing, or level with the midpoint along the vertical axis,
+  it is the edge at the high-coordinate end of the vertical axis (the bottom
+  edge for a portrait image, the right edge when the vertical axis is x).
+  (The distance of P1 to the edges says nothing here: on a film where the
+  wrist sits low, the edge farther from P1 is the fingers' edge.)
 * **AP5 side edges** are the two edges parallel to the vertical axis.  For a
   portrait image (vertical axis y) the styloid further left (smaller x) is
   measured to the left edge and the other to the right edge; when the vertical
@@ -162,13 +169,15 @@ class _Frame:
         along = v[1] if self.vertical_axis == "y" else v[0]
         return math.degrees(math.acos(min(1.0, abs(along) / math.hypot(*v))))
 
-    def lower_edge(self, p1: Point) -> str:
-        """The edge on the forearm's side: the edge across the vertical axis farther from P1."""
+    def lower_edge(self, p1: Point, styloid_midpoint: Sequence[float]) -> str:
+        """The edge on the forearm's side of the styloids: of the two edges across the
+        vertical axis, the one opposite to the direction from the styloid midpoint to P1."""
         low_end, high_end = ("top", "bottom") if self.vertical_axis == "y" else ("left", "right")
         if p1 is None:
             return high_end
-        e = self.edges_cm(p1)
-        return low_end if e[low_end] > e[high_end] else high_end
+        coordinate = 1 if self.vertical_axis == "y" else 0
+        toward_hand = float(p1[coordinate]) - float(styloid_midpoint[coordinate])
+        return low_end if toward_hand > 0 else high_end
 
 
 def _midpoint(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
@@ -224,8 +233,7 @@ def _score_ap(kp: Mapping[str, Point], frame: _Frame) -> dict[str, dict]:
                          "P1 (thumb MCP joint) not found")
 
     styloids = ("P2", "P3")
-    lower = frame.lower_edge(p1)
-    tasks["AP2"] = _missing("AP2", styloids, kp, ("D_cm", "lower_edge")) or _ap2(p2, p3, lower, frame)
+    tasks["AP2"] = _missing("AP2", styloids, kp, ("D_cm", "lower_edge")) or _ap2(p1, p2, p3, frame)
     tasks["AP3"] = _missing("AP3", styloids, kp, ("alpha_deg",)) or _ap3(p2, p3, frame)
     tasks["AP4"] = (_missing("AP4", styloids, kp, ("delta1_cm", "delta2_cm", "delta1_score", "delta2_score"))
                     or _delta_task("AP4", _midpoint(p2, p3), "styloid midpoint", frame, 5, 4))
@@ -234,8 +242,10 @@ def _score_ap(kp: Mapping[str, Point], frame: _Frame) -> dict[str, dict]:
     return tasks
 
 
-def _ap2(p2: Sequence[float], p3: Sequence[float], lower: str, frame: _Frame) -> dict:
-    d = _r(frame.edges_cm(_midpoint(p2, p3))[lower])
+def _ap2(p1: Point, p2: Sequence[float], p3: Sequence[float], frame: _Frame) -> dict:
+    midpoint = _midpoint(p2, p3)
+    lower = frame.lower_edge(p1, midpoint)
+    d = _r(frame.edges_cm(midpoint)[lower])
     score = _distance_band(d, 5, 4)
     return _task("AP2", score, {"D_cm": d, "lower_edge": lower},
                  f"styloid midpoint {_fmt(d)} cm from the lower ({lower}) edge (full points at 3–5 cm)")

@@ -24,9 +24,12 @@ DEMO_CASES = (
     DemoCase("ring", 410_008, {"view": "AP", "quality": "moderate", "artifact": "ring", "marker": "present"}),
 )
 """The demo cases: name, phantom seed, :func:`mskai.wrist.phantoms.make_wrist_case` options.
-Ground truth with complete tags: grade A (100/100), C (70: layout 6/36) and C (75: no artifact
-points, layout 21/36); seeds chosen so that each total is at least 5 points from a grade boundary
-(a keypoint error of a few points keeps the grade) and the demo bundles grade all three right."""
+Ground truth with complete tags: grade A (100/100), C (70: layout 6/36) and B (80: no artifact
+points, layout 26/36); the demo bundles grade all three right.  The seeds were chosen so that each
+total was at least 5 points from a grade boundary; the ``ring`` case lost that margin when AP2's
+lower edge was corrected to the forearm's side (its wrist sits low in the image: AP2 went from
+0 points, 18.7 cm to the fingers' edge, to 5 points, 4.6 cm to the forearm's edge; the total from
+C 75 to B 80)."""
 
 
 class WristTask(Task):
@@ -41,6 +44,7 @@ class WristTask(Task):
         PhantomVolume("input_volume_node", "Wrist AP", (1, 64, 48), (0.15, 0.15, 1.0), "DX"),
     )
     demo_cases = DEMO_CASES
+    demo_samples_version = "wrist-phantoms-v2"  # v2: AP2's lower edge corrected, the ring case's truth changed
     demo_summary_phrase = "demo cases graded as their ground truth"
 
     # ---- the analysis -------------------------------------------------------------------
