@@ -14,13 +14,13 @@ context).  The slices are numbered ``1..N`` in range order; for each grade
   grade with more slices, then to the higher grade (in screening a second look
   costs less than a missed sacroiliitis).
 
-``centre``: the paper writes ``N(C_j)/2``; SPEC §1.4 reads N as the number of
-slices in the range, "the middle of the range".  With positions ``1..N`` the
-middle is ``(N + 1) / 2`` (3 for N = 5), which is used here rather than the
-literal ``N / 2`` (2.5 for N = 5): ``N / 2`` sits half a slice before the
-middle, so the verdict would change when the same range is read in the other
-direction (a flipped volume, which SPEC §0.1 says must give the same answer).
-With ``(N + 1) / 2`` reversing the range never changes the vote.
+``centre``: the paper writes ``N(C_j)/2``; issue 10 settles N as the number of
+analysed slices, so the centre is ``N / 2`` (2.5 for N = 5, half a slice below
+the middle position 3).  Positions always run in range order, from the
+inferior end of the range to the superior (LPS z, whatever the direction the
+scan was acquired or stored in), so the half-slice offset is the same for every
+scan: it leans a tie between two equally coherent runs towards the lower part
+of the range, the part the paper analyses.
 
 :data:`DEFAULT_ALPHA` = 0.5: both terms are measured in slices, so alpha is
 the number of slices of average gap that one slice of distance from the middle
@@ -72,7 +72,7 @@ def _positions(classes: list[int]) -> dict[int, list[int]]:
 
 def _scores(values: list[int], alpha: float) -> dict[int, float]:
     count = len(values)
-    centre = (count + 1) / 2
+    centre = count / 2
     scores = {}
     for grade, where in sorted(_positions(values).items()):
         gap = (where[-1] - where[0]) / (len(where) - 1) if len(where) > 1 else float(count)
@@ -81,7 +81,7 @@ def _scores(values: list[int], alpha: float) -> dict[int, float]:
 
 
 def coherence_scores(classes: Sequence[int], alpha: float = DEFAULT_ALPHA) -> dict[int, float]:
-    """``{grade: AvgGap + alpha * |AvgPosition - (N + 1) / 2|}`` for every grade in
+    """``{grade: AvgGap + alpha * |AvgPosition - N / 2|}`` for every grade in
     ``classes`` (the per-slice grades in range order), sorted by grade; lower is better.
 
     Raises ValueError for an empty range, a class that is not an integer >= 0
