@@ -84,11 +84,13 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", required=True, type=Path, metavar="DIR")
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in DIR")
+    _add_task_options(p, "train")
 
     p = sub.add_parser("evaluate", help="evaluate a model bundle on a dataset")
     p.add_argument("task", choices=tasks)
     p.add_argument("--data", required=True, type=Path, metavar="DATASET")
-    p.add_argument("--model", required=True, metavar="BUNDLE")
+    p.add_argument("--model", required=True, metavar="BUNDLE",
+                   help="a bundle folder or id (SacroiliitisCT: several, comma-separated, for a comparison table)")
     p.add_argument("--output", "-o", required=True, type=Path, metavar="DIR")
     p.add_argument("--device", default="auto", choices=DEVICES)
 
@@ -161,7 +163,8 @@ def _run(args: argparse.Namespace) -> int:
             print(f"warning: {warning}", file=sys.stderr)
         return 0
     if args.command == "train":
-        task.train(args.data, args.recipe, args.output, device=args.device, resume=args.resume)
+        task.train(args.data, args.recipe, args.output, device=args.device, resume=args.resume,
+                   **_given_task_options(args, "train"))
         return 0
     if args.command == "evaluate":
         task.evaluate(args.data, args.model, args.output, device=args.device)
