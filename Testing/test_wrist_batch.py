@@ -17,6 +17,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 
@@ -126,6 +127,69 @@ def test_list_file_and_operator_absent(department, tmp_path):
     if not any(operators):
         assert summary["by_operator"] is None
     assert summary["n_ok"] == 2
+
+
+def test_films_that_are_not_a_wrist_are_recorded_apart_not_scored(tmp_path, capsys):
+    """A chest (BodyPartExamined CHEST), a chest tagged EXTREMITY on which no wrist keypoint is
+    found, beside two wrists (one tagged EXTREMITY, its keypoints found): two rows "not a wrist"
+    with their reasons, no score, counted apart from the graded images and from the failures."""
+    from mskai.phantoms import write_radiograph_dicom
+    from mskai.wrist.phantoms import CHEST_SPACING_MM, make_chest_radiograph
+
+    folder = tmp_path / "department"
+    wrists = [make_wrist_case(seed, quality="random", size=(600, 900)) for seed in (5201, 5202)]
+    truths = {}
+    for index, (case, body_part) in enumerate(zip(wrists, ("WRIST", "EXTREMITY"))):
+        files = write_wrist_case(case, folder, name=f"wrist{index}", body_part=body_part)
+        truths[files["image"].name] = json.loads(files["truth"].read_text())
+    chest = np.rint(make_chest_radiograph(9, size=(400, 440)))
+    for name, body_part in (("chest.dcm", "CHEST"), ("leg_like.dcm", "EXTREMITY")):
+        write_radiograph_dicom(chest, folder / name, body_part=body_part,
+                               pixel_spacing_mm=(CHEST_SPACING_MM, CHEST_SPACING_MM), tags={"StationName": "CR-ER"})
+    (folder / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00garbage")
+    out = tmp_path / "qc"
+    models = TruthModels(*wrists, not_wrists=[chest])
+    summary = WristTask().batch(folder, out, model=models)
+    err = capsys.readouterr().err
+    assert "broken.dcm: failed:" in err and "chest.dcm: failed" not in err and "leg_like.dcm: failed" not in err
+
+    rows = {Path(row["path"]).name: row for row in _rows(out / "images.csv")}
+    assert rows["chest.dcm"]["status"] == ("not a wrist: BodyPartExamined is CHEST, not a wrist: WristQC scores "
+                                           "wrist AP/lateral radiographs; use --force to analyse it anyway")
+    assert rows["leg_like.dcm"]["status"].startswith(
+        "not a wrist: no wrist found: BodyPartExamined EXTREMITY does not say wrist, and 0 of 3 AP keypoints")
+    for name in ("chest.dcm", "leg_like.dcm"):
+        assert rows[name]["grade"] == rows[name]["total"] == rows[name]["marker"] == ""
+        assert rows[name]["device"].endswith("(CR-ER)")  # the department facts are kept
+        result = json.loads(next((out / "images").glob(f"{name[:-4]}-*/result.json")).read_text())
+        assert result["verdict"] == "not a wrist" and "total" not in result
+        assert result["not_a_wrist"] == rows[name]["status"][len("not a wrist: "):]
+    for name, truth in truths.items():
+        assert rows[name]["status"] == "ok" and rows[name]["grade"] == truth["expected"]["grade"]
+
+    assert (summary["n_images"], summary["n_ok"], summary["n_not_a_wrist"], summary["n_failed"]) == (5, 2, 2, 1)
+    assert sum(summary["grades"].values()) == 2
+    assert sorted(Path(e["path"]).name for e in summary["not_a_wrist"]) == ["chest.dcm", "leg_like.dcm"]
+    assert [Path(e["path"]).name for e in summary["failures"]] == ["broken.dcm"]
+    by_device = summary["by_device"]
+    assert sum(group["not_a_wrist"] for group in by_device.values()) == 2
+    assert sum(group["n"] for group in by_device.values()) == 2
+    assert rows["chest.dcm"]["device"] == rows["leg_like.dcm"]["device"]
+    assert by_device[rows["chest.dcm"]["device"]]["not_a_wrist"] == 2
+    page = (out / "summary.html").read_text()
+    assert "2 not a wrist (not scored)" in page and "Not a wrist (not scored)" in page
+    assert "leg_like.dcm: no wrist found: BodyPartExamined EXTREMITY" in page
+
+    # --resume keeps the refusals without analysing them again; --force scores them (with the warning).
+    again = TruthModels(*wrists, not_wrists=[chest])
+    resumed = WristTask().batch(folder, out, model=again, resume=True)
+    assert again.calls["keypoints"] == 0 and resumed["n_not_a_wrist"] == 2
+    forced = WristTask().batch(folder, tmp_path / "forced", model=TruthModels(*wrists, not_wrists=[chest]),
+                               force=True)
+    assert (forced["n_ok"], forced["n_not_a_wrist"], forced["n_failed"]) == (4, 0, 1)
+    forced_rows = {Path(row["path"]).name: row for row in _rows(tmp_path / "forced" / "images.csv")}
+    assert "no wrist found" in forced_rows["leg_like.dcm"]["warnings"]
+    assert "BodyPartExamined is CHEST, not a wrist; analysed anyway (--force)" in forced_rows["chest.dcm"]["warnings"]
 
 
 def test_empty_folder_is_refused(tmp_path):

@@ -2,9 +2,10 @@
 
 Most tests use :class:`wrist_truth_models.TruthModels` (the phantom's ground truth
 in place of the networks), so the expected score is the phantom's own ground
-truth (W-A's ``truth.json``: the layout computed from the phantom's own geometry by
-:mod:`mskai.wrist.phantom_layout`, not by score_layout, and the tags written); a tiny random-weights bundle set checks the
-real loading and inference path and the JPEG 2000 equivalence.  The tests with
+truth (W-A's ``truth.json``: the layout from the phantom's own geometry by
+:mod:`mskai.wrist.phantom_layout`, not by score_layout, and the tags written); a tiny
+random-weights bundle set checks the real loading and inference path and the JPEG 2000
+equivalence.  The tests with
 the trained demo bundles skip until ``Resources/Models/wrist-*-demo`` exist.
 """
 from __future__ import annotations
@@ -27,7 +28,8 @@ from mskai.errors import InputError
 from mskai.image import Image
 from mskai.io import read_image
 from mskai.wrist.phantoms import CHEST_SPACING_MM, make_chest_radiograph, make_wrist_case, write_wrist_case
-from mskai.wrist.pipeline import analyze_radiograph, rescore_layout, view_from_tags
+from mskai.wrist.pipeline import (NotAWristError, analyze_radiograph, body_part_kind, rescore_layout,
+                                  view_from_tags)
 from mskai.wrist.report import measurement_shapes
 from mskai.wrist.scoring import score_layout
 from mskai.wrist.tags import NO_HEADER_WARNING
@@ -217,16 +219,67 @@ def test_chest_radiograph_refused_in_one_line_unless_forced(tmp_path, capsys, ti
 def test_no_body_part_and_no_wrist_keypoints_is_refused_unless_forced(ap_case, tmp_path):
     files = write_wrist_case(ap_case, tmp_path, body_part=None)
     image = read_image(files["image"])
-    with pytest.raises(InputError) as raised:
+    with pytest.raises(NotAWristError) as raised:
         analyze_radiograph(image, models=TruthModels(ap_case, hide=("P1", "P2")))
     message = str(raised.value)
-    assert "does not look like a wrist radiograph" in message and "only 1 of 3 wrist keypoints" in message
-    assert "--force" in message and "\n" not in message
+    assert message == ("no wrist found: no BodyPartExamined, and 1 of 3 AP keypoints found with confidence "
+                       "(P2 (radial styloid) not found); use --force to score anyway")
     result = analyze_radiograph(image, models=TruthModels(ap_case, hide=("P1", "P2")), force=True).result
-    assert any("does not look like a wrist" in w for w in result["warnings"])
+    assert [w for w in result["warnings"] if w.startswith("no wrist found")] == [
+        "no wrist found: no BodyPartExamined, and 1 of 3 AP keypoints found with confidence (P2 (radial styloid) "
+        "not found); scored anyway (--force): the score is meaningless without a wrist"]
+    assert isinstance(result["total"], int)
     # The same image with BodyPartExamined WRIST is scored without doubt.
     tagged = write_wrist_case(ap_case, tmp_path / "wrist", body_part="WRIST")
     analyze_radiograph(read_image(tagged["image"]), models=TruthModels(ap_case, hide=("P1", "P2")))
+    # A film cropped at the thumb (no P1) still shows the wrist: scored without the tag.
+    analyze_radiograph(image, models=TruthModels(ap_case, hide=("P1",)))
+
+
+@pytest.mark.parametrize("body_part", [None, "", "EXTREMITY", "UPPER EXTREMITY", "UPPEREXTREMITY", "HAND", "ARM",
+                                       "FOREARM"])
+def test_generic_body_part_needs_wrist_anatomy(ap_case, lat_case, tmp_path, body_part):
+    """The issue's case: BodyPartExamined EXTREMITY and none of the AP keypoints found was scored."""
+    files = write_wrist_case(ap_case, tmp_path / "ap", body_part=body_part)
+    image = read_image(files["image"])
+    shown = "no BodyPartExamined" if not body_part else f"BodyPartExamined {body_part} does not say wrist"
+    with pytest.raises(NotAWristError, match=rf"^no wrist found: {shown}, and 0 of 3 AP keypoints .*"
+                                             r"use --force to score anyway$"):
+        analyze_radiograph(image, models=TruthModels(ap_case, hide=("P1", "P2", "P3")))
+    scored = analyze_radiograph(image, models=TruthModels(ap_case)).result  # the wrist is there
+    assert not any(w.startswith("no wrist found") for w in scored["warnings"])
+    # Lateral: the scaphoid and the distal radius or ulna must be found.
+    lat = read_image(write_wrist_case(lat_case, tmp_path / "lat", body_part=body_part)["image"])
+    analyze_radiograph(lat, models=TruthModels(lat_case, hide=("P2", "P3", "P5")))  # P1 and P4: a wrist
+    with pytest.raises(NotAWristError, match=r"P2 \(distal radius centre\) or P4 \(distal ulna centre\)"):
+        analyze_radiograph(lat, models=TruthModels(lat_case, hide=("P2", "P4")))
+    with pytest.raises(NotAWristError, match=r"P1 \(scaphoid centre\) not found"):
+        analyze_radiograph(lat, models=TruthModels(lat_case, hide=("P1",)))
+
+
+@pytest.mark.parametrize("body_part", ["CHEST", "LEG", "ANKLE", "KNEE", "FOOT", "PELVIS", "SKULL", "LOWER EXTREMITY",
+                                       "SHOULDER", "TIBIA"])
+def test_other_body_part_is_refused_unless_forced(ap_case, tmp_path, body_part):
+    image = read_image(write_wrist_case(ap_case, tmp_path, body_part=body_part)["image"])
+    with pytest.raises(NotAWristError) as raised:
+        analyze_radiograph(image, models=TruthModels(ap_case))  # even with every keypoint found
+    assert str(raised.value) == (f"BodyPartExamined is {body_part}, not a wrist: WristQC scores wrist AP/lateral "
+                                 "radiographs; use --force to analyse it anyway")
+    result = analyze_radiograph(image, models=TruthModels(ap_case), force=True).result
+    assert f"BodyPartExamined is {body_part}, not a wrist; analysed anyway (--force), the score is meaningless " \
+        "for other body parts" in result["warnings"]
+
+
+@pytest.mark.parametrize("text, kind", [
+    ("WRIST", "wrist"), ("R WRIST", "wrist"), ("HANDWRIST", "wrist"), ("wrist", "wrist"), ("CARPUS", "wrist"),
+    ("", "generic"), ("EXTREMITY", "generic"), ("Upper Extremity", "generic"), ("UPPER_EXTREMITY", "generic"),
+    ("UPPEREXTREMITY", "generic"), ("HAND", "generic"), ("ARM", "generic"), ("FOREARM", "generic"),
+    ("CHEST", "other"), ("LEG", "other"), ("LOWER EXTREMITY", "other"), ("LOWEREXTREMITY", "other"),
+    ("ANKLE", "other"), ("KNEE", "other"), ("FOOT", "other"), ("PELVIS", "other"), ("SKULL", "other"),
+    ("ELBOW", "other"), ("UPPER ARM", "other"),
+])
+def test_body_part_kinds(text, kind):
+    assert body_part_kind(text) == kind
 
 
 def test_unsure_view_classifier_without_body_part_is_refused(lat_case, tmp_path):
@@ -381,5 +434,5 @@ def test_demo_bundles_refuse_a_chest_png_without_body_part(tmp_path):
     from mskai.phantoms import write_png
 
     png = write_png(np.rint(make_chest_radiograph(7)).astype(np.uint16), tmp_path / "chest.png", bit_depth=16)
-    with pytest.raises(InputError, match="does not look like a wrist radiograph"):
+    with pytest.raises(NotAWristError, match="^no wrist found: no BodyPartExamined, and 0 of 3 AP keypoints"):
         analyze_radiograph(read_image(png), device="cpu")

@@ -23,15 +23,21 @@ class TruthModels:
     """``predict_view``/``predict_keypoints``/``predict_artifact``/``info`` from the
     ground truth of the :class:`mskai.wrist.phantoms.WristCase` whose plane is the
     one analysed (several cases for a batch); ``hide`` drops keypoints (as a model
-    missing them would); ``calls`` counts the calls by method."""
+    missing them would); ``not_wrists`` are planes of other films (a chest, a leg),
+    on which no keypoint is found while the view classifier is as sure as the demo
+    one is on such films (AP, 0.99); ``calls`` counts the calls by method."""
 
     def __init__(self, *cases: WristCase, view_confidence: float = 0.95, hide: Iterable[str] = (),
-                 artifact_probability: float | None = None):
+                 artifact_probability: float | None = None, not_wrists: Sequence[np.ndarray] = ()):
         self.cases = cases
         self.view_confidence = view_confidence
         self.hide = set(hide)
         self.artifact_probability = artifact_probability
+        self.not_wrists = [np.asarray(plane, np.float32) for plane in not_wrists]
         self.calls: dict[str, int] = {"view": 0, "keypoints": 0, "artifact": 0}
+
+    def _not_a_wrist(self, plane: np.ndarray) -> bool:
+        return any(other.shape == plane.shape and np.array_equal(other, plane) for other in self.not_wrists)
 
     def case_of(self, plane: np.ndarray) -> WristCase:
         for case in self.cases:
@@ -45,11 +51,16 @@ class TruthModels:
 
     def predict_view(self, plane: np.ndarray) -> tuple[str, float]:
         self.calls["view"] += 1
+        if self._not_a_wrist(plane):
+            return "AP", 0.99
         return self.case_of(plane).view, self.view_confidence
 
     def predict_keypoints(self, plane: np.ndarray, view: str
                           ) -> tuple[dict[str, tuple[float, float] | None], dict[str, float]]:
         self.calls["keypoints"] += 1
+        if self._not_a_wrist(plane):
+            names = ("P1", "P2", "P3") if view == "AP" else ("P1", "P2", "P3", "P4", "P5")
+            return {name: None for name in names}, {name: 0.01 for name in names}
         case = self.case_of(plane)
         points = {name: (None if name in self.hide else point) for name, point in case.keypoints.items()}
         return points, {name: (0.05 if point is None else 0.9) for name, point in points.items()}
@@ -57,6 +68,8 @@ class TruthModels:
     def predict_artifact(self, plane: np.ndarray, spacing_mm: Sequence[float] | None = None, *,
                          heatmap: bool = True) -> tuple[float, np.ndarray | None]:
         self.calls["artifact"] += 1
+        if self._not_a_wrist(plane):
+            return 0.04, (np.zeros(plane.shape, np.float32) if heatmap else None)
         case = self.case_of(plane)
         probability = self.artifact_probability
         if probability is None:

@@ -18,8 +18,9 @@ Output (``output_dir``)
       writes); ``key`` (:func:`item_key`) is the item's name without its image
       suffix plus a hash of its absolute path, so it is stable across runs and
       unique;
-    * the CSV (:attr:`BatchPlan.csv_name`): one row per item, ``status`` ``ok`` or
-      ``failed: <one-line reason>``; in input order, or sorted by the plan's
+    * the CSV (:attr:`BatchPlan.csv_name`): one row per item, ``status`` ``ok``,
+      ``failed: <one-line reason>`` or a task's own outcome that is not a failure
+      (WristQC: ``not a wrist: <reason>``); in input order, or sorted by the plan's
       :attr:`BatchPlan.sort_key` (SpineOVF: highest probability first);
     * ``errors.log`` beside the CSV when an item met an internal error (a bug,
       not bad input): each such item with its traceback;
@@ -297,7 +298,7 @@ def run_batch(task: Task, plan: BatchPlan, inputs: str | Path | Sequence[str | P
         _write_rows(table, merged, plan.columns)
         _merge_error_logs(parts, output / ERRORS_LOG, world_size)
         shutil.rmtree(parts, ignore_errors=True)
-        n_failed = sum(row["status"] != "ok" for row in merged)
+        n_failed = sum(row["status"].startswith("failed") for row in merged)
         summary.update(csv=table, items=len(items), analysed=len(pending) - n_failed, skipped=len(finished),
                        failed=n_failed)
         if plan.finish is not None:

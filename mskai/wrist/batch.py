@@ -8,6 +8,12 @@ The runner (input discovery, resume, ``torchrun`` shards, the failure rule) is
   every PNG/JPEG file is one image; other files (JSON sidecars, notes) are not
   images and are left out;
 * ``images/<key>/result.json`` per analysed image, with the department facts;
+* **not a wrist**: an image that the analysis refuses as not a wrist film
+  (:class:`mskai.wrist.pipeline.NotAWristError`: a BodyPartExamined naming
+  another part, or no wrist found on an image whose tag does not say wrist) is
+  not scored: its ``result.json`` has ``verdict`` "not a wrist" and the reason
+  (``not_a_wrist``), its row the status ``not a wrist: <reason>`` (with
+  ``--force`` it is scored, with the warning);
 * ``images.csv``: one row per image, :data:`CSV_COLUMNS`; ``device`` is
   Manufacturer + ManufacturerModelName (+ StationName in brackets),
   ``operator`` OperatorsName (empty when absent), ``month`` YYYY-MM of
@@ -15,7 +21,8 @@ The runner (input discovery, resume, ``torchrun`` shards, the failure rule) is
 * ``summary.json`` and ``summary.html`` (self-contained, plots embedded): the
   grade distribution overall, by device, by operator (when any image has the
   tag) and by month, the mean score per group, the items that lose the most
-  points, and the failures;
+  points, the images that are not a wrist (counted apart from the graded ones
+  and from the failures, overall and per group) and the failures;
 * ``grades_by_device.png``, ``grades_by_operator.png``, ``grades_by_month.png``
   (:func:`mskai.plots.plot_bars`).
 
@@ -99,9 +106,24 @@ def _header_only(path: Path) -> Any:
 
 # --------------------------------------------------------------------------- rows
 
+NOT_A_WRIST = "not a wrist"
+
+
+def _not_a_wrist_result(image: Any, facts: dict[str, str], reason: str) -> dict[str, Any]:
+    """``result.json`` of an image refused as not a wrist film: no score, the reason."""
+    from mskai.results import new_result
+
+    result = new_result("wrist", image)
+    result.update(verdict=NOT_A_WRIST, not_a_wrist=reason, department=facts)
+    return result
+
+
 def _row(path: Path, facts: dict[str, str], result: dict | None, status: str) -> dict[str, Any]:
     row = {"path": str(path), **{key: facts.get(key, "") for key in ("sop_instance_uid", "device", "operator",
                                                                     "month")}}
+    if result is not None and result.get("not_a_wrist"):
+        status = f"{NOT_A_WRIST}: {result['not_a_wrist']}"
+        result = None
     if result is None:
         row.update({key: "" for key in ("view", "view_source", "total", "grade", "tags", "marker", "artifact",
                                         "layout", "warnings")})
@@ -117,13 +139,20 @@ def batch_plan(task: WristTask, *, force: bool = False) -> BatchPlan:
     """WristQC's department batch (module docstring); ``force`` scores non-wrist images too."""
 
     def analyse(models: WristModels, item: BatchItem, output_dir: Path, device: str) -> dict:
+        from mskai.batch import one_line
         from mskai.io import read_image
         from mskai.results import write_result
+        from mskai.wrist.pipeline import NotAWristError
 
         image = read_image(item.path)
         facts = department_facts(image.header)
-        analysis = task.run(image, None, model=models, device=device, force=force, heatmap=False,
-                            progress=lambda fraction, message: None)
+        try:
+            analysis = task.run(image, None, model=models, device=device, force=force, heatmap=False,
+                                progress=lambda fraction, message: None)
+        except NotAWristError as refused:
+            result = _not_a_wrist_result(image, facts, one_line(refused))
+            write_result(output_dir, result)
+            return result
         result = analysis.result
         result["department"] = facts
         write_result(output_dir, result)
@@ -138,7 +167,7 @@ def batch_plan(task: WristTask, *, force: bool = False) -> BatchPlan:
         (output_dir / "summary.html").write_text(_summary_html(summary, output_dir), encoding="utf-8")
         grades = ", ".join(f"{grade} {summary['grades'][grade]}" for grade in GRADES)
         log(f"wrist batch: {summary['n_ok']} of {summary['n_images']} images graded ({grades}), "
-            f"{summary['n_failed']} failed -> {output_dir / 'summary.html'}")
+            f"{summary['n_not_a_wrist']} not a wrist, {summary['n_failed']} failed -> {output_dir / 'summary.html'}")
         return summary
 
     return BatchPlan(label="wrist batch", item_word="images",
@@ -152,34 +181,49 @@ def batch_plan(task: WristTask, *, force: bool = False) -> BatchPlan:
 
 # --------------------------------------------------------------------------- summary
 
+def _is_not_a_wrist(row: dict[str, Any]) -> bool:
+    return row["status"].startswith(f"{NOT_A_WRIST}: ")
+
+
 def _distribution(rows: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
+    """Per group: the grades and the mean score of the graded rows (``n``), and the rows
+    refused as not a wrist (``not_a_wrist``), counted apart."""
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         groups[row[key] or "unknown"].append(row)
-    return {name: {**{grade: sum(r["grade"] == grade for r in members) for grade in GRADES},
-                   "n": len(members), "mean_total": round(sum(float(r["total"]) for r in members) / len(members), 2)}
-            for name, members in sorted(groups.items())}
+    table = {}
+    for name, members in sorted(groups.items()):
+        graded = [r for r in members if r["status"] == "ok"]
+        table[name] = {**{grade: sum(r["grade"] == grade for r in graded) for grade in GRADES}, "n": len(graded),
+                       "mean_total": round(sum(float(r["total"]) for r in graded) / len(graded), 2) if graded
+                       else None,
+                       "not_a_wrist": len(members) - len(graded)}
+    return table
 
 
 def summarise_rows(rows: list[dict[str, Any]], output_dir: Path) -> dict[str, Any]:
-    """Grade distributions overall and per device / operator / month (ok rows only),
-    the plots, the items that lose most points, and the failures."""
+    """Grade distributions overall and per device / operator / month (graded rows; the
+    images that are not a wrist counted apart), the plots, the items that lose most
+    points, the images that are not a wrist, and the failures."""
     from mskai.plots import plot_bars
 
     ok = [row for row in rows if row["status"] == "ok"]
+    not_wrist = [row for row in rows if _is_not_a_wrist(row)]
     summary: dict[str, Any] = {
-        "n_images": len(rows), "n_ok": len(ok), "n_failed": len(rows) - len(ok),
+        "n_images": len(rows), "n_ok": len(ok), "n_not_a_wrist": len(not_wrist),
+        "n_failed": len(rows) - len(ok) - len(not_wrist),
         "grades": {grade: sum(row["grade"] == grade for row in ok) for grade in GRADES},
         "mean_total": round(sum(float(row["total"]) for row in ok) / len(ok), 2) if ok else None,
-        "failures": [{"path": row["path"], "reason": row["status"].removeprefix("failed: ")}
-                     for row in rows if row["status"] != "ok"],
+        "not_a_wrist": [{"path": row["path"], "reason": row["status"][len(NOT_A_WRIST) + 2:]} for row in not_wrist],
+        "failures": [{"path": row["path"], "reason": row["status"][len("failed: "):]}
+                     for row in rows if row["status"] != "ok" and not _is_not_a_wrist(row)],
         "plots": {},
     }
     for key, title in GROUPINGS:
-        if key == "operator" and not any(row["operator"] for row in ok):
+        if key == "operator" and not any(row["operator"] for row in ok + not_wrist):
             summary["by_operator"] = None  # no image carries OperatorsName
             continue
-        table = _distribution(ok, key)
+        table = _distribution(ok + not_wrist, key)
         summary[f"by_{key}"] = table
         if table:
             name = f"grades_by_{key}.png"
@@ -218,18 +262,21 @@ def _summary_html(summary: dict[str, Any], output_dir: Path) -> str:
                             else "")
             continue
         rows = "".join(f"<tr><td>{cell(group)}</td>" + "".join(f"<td class=n>{counts[g]}</td>" for g in GRADES)
-                       + f"<td class=n>{counts['n']}</td><td class=n>{counts['mean_total']}</td></tr>"
+                       + f"<td class=n>{counts['n']}</td><td class=n>{cell(counts['mean_total'])}</td>"
+                       f"<td class=n>{counts['not_a_wrist']}</td></tr>"
                        for group, counts in table.items())
         plot = summary["plots"].get(key)
         image = (f"<img alt='grades {cell(title)}' src='data:image/png;base64,"
                  f"{base64.b64encode((output_dir / plot).read_bytes()).decode()}'>") if plot else ""
         sections.append(f"<h2>Grades {cell(title)}</h2><table><tr><th>{cell(key)}</th>"
                         + "".join(f"<th>{g}</th>" for g in GRADES)
-                        + f"<th>images</th><th>mean score</th></tr>{rows}</table>{image}")
+                        + f"<th>graded</th><th>mean score</th><th>not a wrist</th></tr>{rows}</table>{image}")
     lost = "".join(f"<tr><td>{cell(e['item'])}</td><td class=n>{e['points_lost']}</td>"
                    f"<td class=n>{e['images']}</td></tr>" for e in summary["most_lost_items"])
     failures = "".join(f"<li>{cell(f['path'])}: {cell(f['reason'])}</li>"
                        for f in summary["failures"]) or "<li>none</li>"
+    not_wrist = "".join(f"<li>{cell(f['path'])}: {cell(f['reason'])}</li>"
+                        for f in summary["not_a_wrist"]) or "<li>none</li>"
     grades = ", ".join(f"{g}: {summary['grades'][g]}" for g in GRADES)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>WristQC department summary</title>
@@ -238,9 +285,11 @@ td, th {{ border: 1px solid #ccc; padding: 0.2em 0.5em; }} th {{ background: #ee
 img {{ max-width: 720px; display: block; }}</style></head><body>
 <h1>WristQC department summary</h1>
 <p>{summary['n_ok']} of {summary['n_images']} images graded ({cell(grades)}); mean score
-{cell(summary['mean_total'])}; {summary['n_failed']} failed. Per-image rows: {CSV_NAME}.</p>
+{cell(summary['mean_total'])}; {summary['n_not_a_wrist']} not a wrist (not scored); {summary['n_failed']} failed.
+Per-image rows: {CSV_NAME}.</p>
 {''.join(sections)}
 <h2>Items that lose most points</h2><table><tr><th>item</th><th>points lost</th><th>images</th></tr>{lost}</table>
+<h2>Not a wrist (not scored)</h2><ul>{not_wrist}</ul>
 <h2>Failures</h2><ul>{failures}</ul>
 </body></html>
 """

@@ -5,11 +5,20 @@ returns a :class:`WristAnalysis` whose ``result`` is the ``result.json`` dict:
 
 1. **Input checks** (SPEC §5): a volume (more than one slice) is refused; a
    modality other than a radiograph (CT, MR, US, ...) and a ``BodyPartExamined``
-   that is not a wrist (CHEST, ...) are refused unless ``force`` (then a
-   warning).  Without the tag, an image on which the keypoint model finds fewer
-   than :data:`MIN_WRIST_KEYPOINTS` keypoints, or whose view the classifier
-   cannot tell (confidence below :data:`MIN_VIEW_CONFIDENCE`), is refused the
-   same way.
+   that names another part (CHEST, LEG, ANKLE, KNEE, FOOT, PELVIS, SKULL, LOWER
+   EXTREMITY, ...) are refused unless ``force`` (then a warning that says why).
+   **No score without a wrist**: when ``BodyPartExamined`` is missing or only
+   generic (:data:`GENERIC_BODY_PARTS`: EXTREMITY, UPPER EXTREMITY, HAND, ARM,
+   FOREARM, ...), the image itself must show a wrist: the keypoint model must
+   find the view's wrist keypoints above its confidence threshold
+   (:data:`WRIST_KEYPOINTS`: AP both styloids, LAT the scaphoid and the distal
+   radius or ulna), and a view that came from the classifier must have a
+   confidence of at least :data:`MIN_VIEW_CONFIDENCE`.  Otherwise the image is
+   refused with one line, ``no wrist found: ...; use --force to score anyway``
+   (:class:`NotAWristError`); with ``force`` it is scored with that reason as a
+   warning.  A confident view classifier alone is not taken as a wrist: it was
+   trained on wrists only and answers AP or LAT for any image (the demo one
+   says AP with 0.996 for a real lower-leg film and 0.99999 for a real chest).
 2. **Pixel spacing**: from the DICOM tags (``spacing_source`` ``"dicom"``), from
    the geometry of a NIfTI/NRRD file or a Slicer volume node (``"image"``), else
    ``default_spacing_mm`` with a warning (``"assumed"``).
@@ -63,14 +72,20 @@ DEFAULT_SPACING_MM = (0.15, 0.15)
 """Pixel size (x, y) assumed when the input has none: a typical wrist DR detector pixel."""
 ARTIFACT_POINTS = 10
 DEFAULT_ARTIFACT_THRESHOLD = 0.5
-MIN_WRIST_KEYPOINTS = 2
-"""Without BodyPartExamined, fewer keypoints than this means "not a wrist": a cropped wrist
-still shows two (AP: both styloids; LAT: the scaphoid and the distal radius or ulna)."""
+WRIST_KEYPOINTS = {"AP": (("P2",), ("P3",)), "LAT": (("P1",), ("P2", "P4"))}
+"""The keypoints that show a wrist, per view: each group needs one of its names found above the
+keypoint model's confidence threshold (AP: the radial and the ulnar styloid; LAT: the scaphoid centre
+and the distal radius or ulna centre).  A film cropped at the thumb still shows them; the proximal
+shaft centres (LAT P3, P5) and the thumb joint (AP P1) are not wrist anatomy."""
 MIN_VIEW_CONFIDENCE = 0.6
-"""Without BodyPartExamined, a view classifier this unsure means "not a wrist"."""
+"""Without a specific BodyPartExamined, a view classifier this unsure means "not a wrist"."""
 
-WRIST_BODY_PARTS = ("WRIST", "HAND", "ARM", "EXTREMITY")
-"""BodyPartExamined values accepted (as words or parts of words: FOREARM, UPPER EXTREMITY ...)."""
+WRIST_BODY_PART_WORDS = ("WRIST", "CARPUS", "CARPAL", "SCAPHOID")
+"""BodyPartExamined naming the wrist (as part of the text: "WRIST", "HANDWRIST", "R WRIST")."""
+GENERIC_BODY_PARTS = ("", "EXTREMITY", "EXTREMITIES", "UPPER EXTREMITY", "UPPEREXTREMITY", "UPPER LIMB",
+                      "UPPERLIMB", "LIMB", "HAND", "ARM", "FOREARM", "LOWER ARM", "LOWERARM")
+"""BodyPartExamined values that may or may not be a wrist film: the image must show one (letters
+only, spaces collapsed; "" is a missing or empty tag).  Anything else names another part."""
 RADIOGRAPH_MODALITIES = ("DX", "CR", "RG", "DR", "OT")
 VIEW_POSITIONS = {"AP": "AP", "PA": "AP", "LL": "LAT", "RL": "LAT", "LAT": "LAT", "LATERAL": "LAT",
                   "ML": "LAT", "LM": "LAT"}
@@ -120,13 +135,29 @@ def _tag(image: Image, keyword: str) -> str:
     return " ".join(str(value).split()) if value not in (None, "") else ""
 
 
+class NotAWristError(InputError):
+    """The image is refused because it is not a wrist film (another body part, or no wrist found
+    on an image whose BodyPartExamined does not say wrist); the batch records it as "not a wrist"."""
+
+
+def body_part_kind(body_part: str) -> str:
+    """``"wrist"``, ``"generic"`` (missing, empty or :data:`GENERIC_BODY_PARTS`) or ``"other"``
+    for a BodyPartExamined value."""
+    words = re.findall(r"[A-Z]+", body_part.upper())
+    if any(word in "".join(words) for word in WRIST_BODY_PART_WORDS):
+        return "wrist"
+    return "generic" if " ".join(words) in GENERIC_BODY_PARTS else "other"
+
+
 def check_radiograph(image: Image, *, force: bool = False) -> list[str]:
     """Refuse what is not one radiograph of a wrist; return the warnings of what
     ``force`` let through.
 
     Raises :class:`InputError` (one line) for a volume, and, unless ``force``,
-    for a modality that is not a radiograph or a BodyPartExamined that is not a
-    wrist.
+    for a modality that is not a radiograph, and :class:`NotAWristError` for a
+    BodyPartExamined that names another part than the wrist.  (Whether an
+    image with a generic or no BodyPartExamined shows a wrist is decided by
+    :func:`analyze_radiograph`, from the keypoints.)
     """
     if image.shape[0] > 1:
         modality = _tag(image, "Modality")
@@ -141,13 +172,29 @@ def check_radiograph(image: Image, *, force: bool = False) -> list[str]:
             raise InputError(f"{message}: WristQC scores wrist radiographs; use --force to analyse it anyway")
         warnings.append(f"{message}; analysed anyway (--force)")
     body_part = _tag(image, "BodyPartExamined").upper()
-    if body_part and not any(word in body_part for word in WRIST_BODY_PARTS):
+    if body_part_kind(body_part) == "other":
         message = f"BodyPartExamined is {body_part}, not a wrist"
         if not force:
-            raise InputError(f"{message}: WristQC scores wrist AP/lateral radiographs; use --force to "
-                             "analyse it anyway")
+            raise NotAWristError(f"{message}: WristQC scores wrist AP/lateral radiographs; use --force to "
+                                 "analyse it anyway")
         warnings.append(f"{message}; analysed anyway (--force), the score is meaningless for other body parts")
     return warnings
+
+
+def wrist_doubts(view: str, keypoints: Mapping[str, Any], view_confidence: float | None) -> list[str]:
+    """Why the image does not show a wrist (empty: it does): the view's wrist keypoints
+    (:data:`WRIST_KEYPOINTS`) not found, a view classifier below :data:`MIN_VIEW_CONFIDENCE`."""
+    doubts = []
+    groups = WRIST_KEYPOINTS[view]
+    missing = [" or ".join(f"{name} ({KEYPOINT_DESCRIPTIONS[view][name]})" for name in group)
+               for group in groups if not any(keypoints.get(name) is not None for name in group)]
+    if missing:
+        found = sum(keypoints.get(name) is not None for name in VIEW_KEYPOINTS[view])
+        doubts.append(f"{found} of {len(VIEW_KEYPOINTS[view])} {view} keypoints found with confidence "
+                      f"({' and '.join(missing)} not found)")
+    if view_confidence is not None and view_confidence < MIN_VIEW_CONFIDENCE:
+        doubts.append(f"the view classifier is unsure (confidence {view_confidence:.2f})")
+    return doubts
 
 
 def radiograph_spacing(image: Image, default_mm: Sequence[float] = DEFAULT_SPACING_MM
@@ -371,18 +418,14 @@ def analyze_radiograph(image: Image, *, models: WristModels | None = None, devic
     report(0.25, f"detecting the {view} keypoints")
     with timer("keypoints"):
         keypoints, confidences = models.predict_keypoints(plane, view)
-    found = [name for name in VIEW_KEYPOINTS[view] if keypoints.get(name) is not None]
-    if not body_part:
-        doubts = []
-        if len(found) < MIN_WRIST_KEYPOINTS:
-            doubts.append(f"only {len(found)} of {len(VIEW_KEYPOINTS[view])} wrist keypoints were found")
-        if view_confidence is not None and view_confidence < MIN_VIEW_CONFIDENCE:
-            doubts.append(f"the view classifier is unsure (confidence {view_confidence:.2f})")
+    if body_part_kind(body_part) == "generic":
+        doubts = wrist_doubts(view, keypoints, view_confidence)
         if doubts:
-            message = f"this does not look like a wrist radiograph ({'; '.join(doubts)}; no BodyPartExamined)"
+            tag = f"BodyPartExamined {body_part.upper()} does not say wrist" if body_part else "no BodyPartExamined"
+            message = f"no wrist found: {tag}, and {'; '.join(doubts)}"
             if not force:
-                raise InputError(f"{message}; use --force to analyse it anyway")
-            result["warnings"].append(f"{message}; analysed anyway (--force)")
+                raise NotAWristError(f"{message}; use --force to score anyway")
+            result["warnings"].append(f"{message}; scored anyway (--force): the score is meaningless without a wrist")
 
     report(0.4, "scoring the DICOM tags")
     with timer("tags"):
