@@ -15,7 +15,9 @@ item with its points, measured value and reason, the lost points and the grade.
   a heatmap), ``report.html`` (self-contained: the images are embedded as base64
   PNG) and ``report.pdf`` (matplotlib's PdfPages: the annotated image and the
   heatmap, rendered once for the PNGs and placed on A4 pages, then the item
-  table and the lost points).
+  table, the lost points and the warnings from :func:`table_pages`: every cell
+  wrapped to its column's width as matplotlib measures the text, as many pages
+  as the rows need, nothing truncated).
 
 Figures use :class:`matplotlib.figure.Figure` with its own canvas, never pyplot
 (see :mod:`mskai.plots`).  Pixels that are not square are shown with their true
@@ -275,7 +277,8 @@ def html_report(result: Mapping[str, Any], overlay_png: bytes, heatmap_png: byte
     item_html = "".join(
         f"<tr class='{'lost' if row['points'] < row['max'] else 'ok'}'><td>{_cell(row['part'])}</td>"
         f"<td>{_cell(row['item'])}</td><td class=n>{row['points']}</td><td class=n>{row['max']}</td>"
-        f"<td>{_cell(row['measured'])}</td><td>{_cell(row['grade'])}</td><td>{_cell(row['reason'])}</td></tr>"
+        f"<td>{_cell(row['measured'])}</td><td>{_cell(row['grade'])}</td><td class=reason>{_cell(row['reason'])}</td>"
+        "</tr>"
         for row in item_rows(result))
     lost_html = "".join(f"<li><b>{_cell(entry['item'])}</b>: -{entry['points_lost']} &mdash; "
                         f"{_cell(entry['reason'])}</li>" for entry in result["lost_points"])
@@ -296,8 +299,10 @@ def html_report(result: Mapping[str, Any], overlay_png: bytes, heatmap_png: byte
 <style>
 body {{ font-family: sans-serif; margin: 1.5em; color: #222; }}
 h1 {{ margin-bottom: 0.2em; }} .grade {{ color: {grade_colour}; }}
-table {{ border-collapse: collapse; margin: 0.8em 0; }}
-td, th {{ border: 1px solid #ccc; padding: 0.25em 0.5em; vertical-align: top; }}
+table {{ border-collapse: collapse; margin: 0.8em 0; max-width: 100%; }}
+td, th {{ border: 1px solid #ccc; padding: 0.25em 0.5em; vertical-align: top; white-space: normal;
+  overflow-wrap: anywhere; }}
+td.reason {{ min-width: 16em; }}
 th {{ background: #eee; }} td.n {{ text-align: right; }} tr.lost td {{ background: #fff3e0; }}
 figure {{ display: inline-block; margin: 0 1em 1em 0; }} img {{ max-width: 640px; max-height: 900px; }}
 .warn {{ color: #b71c1c; }}
@@ -323,29 +328,135 @@ Grades: A 90-100, B 80-89, C 60-79, D &lt; 60.</p>
 
 # --------------------------------------------------------------------------- PDF
 
-def _pdf_table_page(pdf: PdfPages, result: Mapping[str, Any]) -> None:
-    rows = item_rows(result)
-    figure = Figure(figsize=(8.27, 11.69))  # A4 portrait
-    FigureCanvasAgg(figure)
-    axes = figure.add_axes((0.04, 0.30, 0.92, 0.66))
-    axes.set_axis_off()
-    axes.set_title(f"WristQC {result['verdict']}: every item", fontsize=11)
-    cells = [[row["part"], row["item"], f"{row['points']}/{row['max']}", row["measured"][:48], row["grade"],
-              row["reason"][:70]] for row in rows]
-    table = axes.table(cellText=cells, colLabels=["part", "item", "points", "measured", "grade", "reason"],
-                       loc="upper center", cellLoc="left", colWidths=[0.08, 0.17, 0.07, 0.28, 0.08, 0.42])
-    table.auto_set_font_size(False)
-    table.set_fontsize(5.5)
-    table.scale(1.0, 0.9)
-    for (row_index, _), cell in table.get_celld().items():
-        if row_index > 0 and rows[row_index - 1]["points"] < rows[row_index - 1]["max"]:
-            cell.set_facecolor("#fff3e0")
+PAGE_INCHES = (8.27, 11.69)
+"""A4 portrait."""
+PAGE_MARGIN_INCHES = 0.5
+TABLE_FONT_SIZE = 6.5
+TABLE_COLUMNS = (("part", "part", 0.065), ("item", "item", 0.21), ("points", "points", 0.055),
+                 ("measured", "measured", 0.24), ("grade", "grade", 0.09), ("reason", "reason", 0.34))
+"""(row key, heading, share of the page's text width) of the PDF item table."""
+_CELL_PAD_INCHES = 0.04
+_LINE_SPACING = 1.25
+
+
+class _TextMeasure:
+    """Widths of text in inches as matplotlib lays it out (the PDF uses the same font metrics)."""
+
+    def __init__(self, font_size: float):
+        from matplotlib.font_manager import FontProperties
+
+        figure = Figure(figsize=PAGE_INCHES, dpi=72)
+        self._renderer = FigureCanvasAgg(figure).get_renderer()
+        self._font = FontProperties(family="sans-serif", size=font_size)
+        # matplotlib spaces the lines of a text by the height of "lp" times the line spacing
+        _, height, _ = self._renderer.get_text_width_height_descent("lp", self._font, ismath=False)
+        self.line_height = height * _LINE_SPACING / 72.0
+
+    def width(self, text: str) -> float:
+        """Width in inches, with a 5 % allowance for the hinting of other resolutions."""
+        width, _, _ = self._renderer.get_text_width_height_descent(text, self._font, ismath=False)
+        return 1.05 * width / 72.0
+
+
+def wrap_to_width(text: str, width_inches: float, measure: _TextMeasure) -> list[str]:
+    """``text`` broken into lines no wider than ``width_inches``: at spaces, and inside a
+    word only when the word alone is wider than the line.  No character is dropped:
+    ``"".join`` of the lines with the removed spaces gives the text back."""
+    lines: list[str] = []
+    for paragraph in str(text).split("\n"):
+        line = ""
+        for word in paragraph.split(" "):
+            candidate = f"{line} {word}" if line else word
+            if measure.width(candidate) <= width_inches:
+                line = candidate
+                continue
+            if line:
+                lines.append(line)
+            while measure.width(word) > width_inches and len(word) > 1:  # a word longer than the line
+                cut = len(word) - 1
+                while cut > 1 and measure.width(word[:cut]) > width_inches:
+                    cut -= 1
+                lines.append(word[:cut])
+                word = word[cut:]
+            line = word
+        lines.append(line)
+    return lines
+
+
+def _cell_text(row: Mapping[str, Any], key: str) -> str:
+    return f"{row['points']}/{row['max']}" if key == "points" else str(row.get(key) or "")
+
+
+def table_pages(result: Mapping[str, Any]) -> list[Figure]:
+    """The PDF pages after the images: the item table (every cell wrapped to its column, the
+    heading repeated on each page, lost items shaded), then the lost points and the warnings,
+    wrapped to the text width; as many A4 pages as they need, nothing cut."""
+    from matplotlib.patches import Rectangle
+
+    measure = _TextMeasure(TABLE_FONT_SIZE)
+    page_w, page_h = PAGE_INCHES
+    text_w = page_w - 2 * PAGE_MARGIN_INCHES
+    lefts, widths, x = [], [], PAGE_MARGIN_INCHES
+    for _, _, share in TABLE_COLUMNS:
+        lefts.append(x)
+        widths.append(share * text_w)
+        x += share * text_w
+    pages: list[Figure] = []
+    state = {"y": 0.0}
+
+    def new_page(title: str) -> Figure:
+        figure = Figure(figsize=PAGE_INCHES)
+        FigureCanvasAgg(figure)
+        figure.text(PAGE_MARGIN_INCHES / page_w, 1 - PAGE_MARGIN_INCHES / page_h, title, fontsize=11, va="top")
+        pages.append(figure)
+        state["y"] = PAGE_MARGIN_INCHES + 0.35  # inches from the top
+        return figure
+
+    def put_row(figure: Figure, cells: list[list[str]], shade: str | None, bold: bool = False) -> None:
+        height = max(len(lines) for lines in cells) * measure.line_height + 2 * _CELL_PAD_INCHES
+        top = state["y"]
+        for left, width, lines in zip(lefts, widths, cells):
+            figure.patches.append(Rectangle((left / page_w, 1 - (top + height) / page_h), width / page_w,
+                                            height / page_h, transform=figure.transFigure, figure=figure,
+                                            facecolor=shade or "none", edgecolor="#bbbbbb", linewidth=0.5))
+            figure.text((left + _CELL_PAD_INCHES) / page_w, 1 - (top + _CELL_PAD_INCHES) / page_h, "\n".join(lines),
+                        fontsize=TABLE_FONT_SIZE, va="top", ha="left", family="sans-serif",
+                        linespacing=_LINE_SPACING, fontweight="bold" if bold else "normal")
+        state["y"] = top + height
+
+    def fits(lines: int) -> bool:
+        return state["y"] + lines * measure.line_height + 2 * _CELL_PAD_INCHES <= page_h - PAGE_MARGIN_INCHES
+
+    title = f"WristQC {result['verdict']}: every item"
+    heading = [[heading] for _, heading, _ in TABLE_COLUMNS]
+    figure = new_page(title)
+    put_row(figure, heading, "#eeeeee", bold=True)
+    for row in item_rows(result):
+        cells = [wrap_to_width(_cell_text(row, key), width - 2 * _CELL_PAD_INCHES, measure)
+                 for (key, _, _), width in zip(TABLE_COLUMNS, widths)]
+        if not fits(max(len(lines) for lines in cells)):
+            figure = new_page(f"{title} (continued)")
+            put_row(figure, heading, "#eeeeee", bold=True)
+        put_row(figure, cells, "#fff3e0" if row["points"] < row["max"] else None)
+
     lost = [f"{entry['item']}: -{entry['points_lost']}  {entry['reason']}" for entry in result["lost_points"]]
-    text = "Lost points:\n" + ("\n".join(f"  {line[:150]}" for line in lost) if lost else "  none: full marks")
-    if result.get("warnings"):
-        text += "\n\nWarnings:\n" + "\n".join(f"  {w[:150]}" for w in result["warnings"])
-    figure.text(0.04, 0.28, text, fontsize=6.5, va="top", family="sans-serif", wrap=True)
-    pdf.savefig(figure)
+    sections = [("Lost points", lost or ["none: full marks"]), ("Warnings", list(result.get("warnings") or []))]
+    state["y"] += 0.2
+    for heading_text, entries in sections:
+        if not entries:
+            continue
+        blocks = [(heading_text, True)] + [(entry, False) for entry in entries]
+        for text, is_heading in blocks:
+            lines = wrap_to_width(text, text_w - (0 if is_heading else 0.15), measure)
+            if not fits(len(lines)):
+                figure = new_page(f"{title} (continued)")
+            figure.text((PAGE_MARGIN_INCHES + (0 if is_heading else 0.15)) / page_w, 1 - state["y"] / page_h,
+                        "\n".join(lines), fontsize=TABLE_FONT_SIZE + (1 if is_heading else 0), va="top",
+                        ha="left", family="sans-serif", linespacing=_LINE_SPACING,
+                        fontweight="bold" if is_heading else "normal")
+            state["y"] += len(lines) * measure.line_height + 0.05
+        state["y"] += 0.15
+    return pages
 
 
 def pdf_report(result: Mapping[str, Any], images: Sequence[tuple[np.ndarray, str]], path: str | Path) -> Path:
@@ -362,7 +473,8 @@ def pdf_report(result: Mapping[str, Any], images: Sequence[tuple[np.ndarray, str
             axes.set_axis_off()
             figure.suptitle(f"WristQC {result['verdict']}, view {result['view']}\n{caption}", fontsize=11, y=0.97)
             pdf.savefig(figure)
-        _pdf_table_page(pdf, result)
+        for page in table_pages(result):
+            pdf.savefig(page)
     return path
 
 
