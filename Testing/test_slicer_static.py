@@ -58,7 +58,10 @@ PANEL_WIDGETS = {
 }
 # The inputs of each module: selector name -> (node class, parameter node field).
 INPUT_SELECTORS = {
-    "SacroiliitisCT": {"inputVolumeSelector": ("vtkMRMLScalarVolumeNode", "inputVolume")},
+    "SacroiliitisCT": {"inputVolumeSelector": ("vtkMRMLScalarVolumeNode", "inputVolume"),
+                       "boneSegmentationSelector": ("vtkMRMLSegmentationNode", "boneSegmentation"),
+                       # the segmentation "Save as training case" saves
+                       "lesionSegmentationSelector": ("vtkMRMLSegmentationNode", "lesionSegmentation")},
     "SpineOVF": {"inputVolumeSelector": ("vtkMRMLScalarVolumeNode", "inputVolume"),
                  "vertebraSegmentationSelector": ("vtkMRMLSegmentationNode", "vertebraSegmentation")},
     "CervicalMR": {"sagittalT1Selector": ("vtkMRMLScalarVolumeNode", "sagittalT1Volume"),
@@ -79,6 +82,9 @@ ATTRIBUTE_CLASSES: dict[str, set[str] | None] = {
     "appendPlainText": {"QPlainTextEdit"},
     "currentPath": {"ctkPathLineEdit"},
     "setMRMLTableNode": {"qMRMLTableView"},
+    "selectionModel": {"qMRMLTableView"},
+    "sortFilterProxyModel": {"qMRMLTableView"},
+    "currentText": {"QComboBox"},
     "setMRMLScene": {"qMRMLNodeComboBox", "qMRMLTableView", "qMRMLWidget"},
     "currentNode": {"qMRMLNodeComboBox"},
     "setCurrentNode": {"qMRMLNodeComboBox"},
@@ -90,6 +96,7 @@ SIGNAL_CLASSES = {
     "currentPathChanged(QString)": {"ctkPathLineEdit"},
     "currentNodeChanged(vtkMRMLNode*)": {"qMRMLNodeComboBox"},
     "currentIndexChanged(int)": {"QComboBox"},
+    "selectionChanged()": {"qMRMLTableView"},
 }
 
 

@@ -6,8 +6,9 @@
 * the subject hierarchy: outputs beside the input, the input never moved;
 * WristQC's re-scoring: once per finished keypoint edit, not per mouse move;
 * SpineOVF's "slice from view": the sagittal slice view of the layout;
-* the layouts the modules switch to;
-* the phantoms in the Sample Data module, loaded into the scene;
+* the layouts the modules switch to (SacroiliitisCT's registered when first used);
+* the phantoms in the Sample Data module, loaded into the scene (with their
+  vertebra or bone segmentations);
 * the model section's bundle list and installing a bundle;
 * modules whose analysis has not landed hidden from the module list;
 * the extension's metadata (LICENSE, screenshot, links, contributors).
@@ -313,6 +314,25 @@ def test_the_module_layouts_exist_in_slicer(mrml_scene):
         assert layout.GetViewArrangement() == module_layout(name)
 
 
+def test_the_sacroiliitis_layout_is_registered_when_first_used(mrml_scene):
+    """A large axial view beside a coronal one (where the range box is moved); registered
+    once on the application's layout node, then chosen like Slicer's own."""
+    import xml.etree.ElementTree as ET
+
+    from mskai_slicer.views import SACROILIITIS_LAYOUT_ID, module_layout
+
+    layout = mrml_scene.AddNewNodeByClass("vtkMRMLLayoutNode")
+    assert not layout.IsLayoutDescription(SACROILIITIS_LAYOUT_ID)
+    assert module_layout("SacroiliitisCT") == SACROILIITIS_LAYOUT_ID  # without a layout node: the ID only
+    assert module_layout("SacroiliitisCT", layout) == SACROILIITIS_LAYOUT_ID
+    assert module_layout("SacroiliitisCT", layout) == SACROILIITIS_LAYOUT_ID  # a second time: no error
+    layout.SetViewArrangement(SACROILIITIS_LAYOUT_ID)
+    assert layout.GetViewArrangement() == SACROILIITIS_LAYOUT_ID
+    views = ET.fromstring(layout.GetCurrentLayoutDescription()).iter("view")
+    assert [(view.get("singletontag"), view.findtext("property[@name='orientation']")) for view in views] == \
+        [("Red", "Axial"), ("Green", "Coronal")]
+
+
 # ---- the phantoms in the Sample Data module --------------------------------------------------
 
 def test_sample_cases_are_the_landed_tasks_demo_cases():
@@ -320,7 +340,8 @@ def test_sample_cases_are_the_landed_tasks_demo_cases():
 
     assert [case.case for case in sample_cases("SpineOVF")] == ["fracture", "normal"]
     assert [case.case for case in sample_cases("WristQC")] == ["excellent_ap", "poor_lateral", "ring"]
-    assert sample_cases("SacroiliitisCT") == [] and sample_cases("CervicalMR") == []
+    assert [case.case for case in sample_cases("SacroiliitisCT")] == ["sacroiliitis", "normal"]
+    assert sample_cases("CervicalMR") == []
     names = [case.sample_name for module in MODULES for case in sample_cases(module)]
     assert len(set(names)) == len(names)
     assert sample_cases("WristQC")[0].sample_name == "WristQC excellent ap phantom"
@@ -351,6 +372,30 @@ def test_the_spine_phantom_loads_with_its_vertebrae(mrml_scene, user_home):
     assert mrml_scene.GetFirstNodeByClass("vtkMRMLLabelMapVolumeNode") is None  # the import's helper is gone
 
 
+def test_the_pelvis_phantom_loads_with_its_bones(mrml_scene, user_home):
+    """The SacroiliitisCT sample: the CT and a segmentation of sacrum and hip bones beside it,
+    ready for the module's optional bone input."""
+    import slicer
+    from mskai.io import read_image
+    from mskai.sij import TASK
+    from mskai_slicer.geometry import volume_node_to_image
+    from mskai_slicer.sample_data import SampleCase, load_sample_case
+
+    ct, bones = load_sample_case(SampleCase("SacroiliitisCT", "sacroiliitis"))
+    files = TASK.demo_case("sacroiliitis")
+    assert Path(files["image"]).is_relative_to(user_home)
+    expected = read_image(files["image"])
+    loaded = volume_node_to_image(ct)
+    assert ct.GetName() == "SacroiliitisCT sacroiliitis phantom" and loaded.shape == expected.shape
+    np.testing.assert_array_equal(loaded.array, expected.array)
+    segments = bones.GetSegmentation()
+    names = sorted(segments.GetNthSegment(i).GetName() for i in range(segments.GetNumberOfSegments()))
+    assert names == ["hip_left", "hip_right", "sacrum"]
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(mrml_scene)
+    assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(bones)) == \
+        hierarchy.GetItemParent(hierarchy.GetItemByDataNode(ct))
+
+
 def test_the_wrist_phantom_loads_through_the_logic(mrml_scene, user_home):
     from mskai.wrist import TASK
     from mskai_slicer.sample_data import SampleCase, load_sample_case
@@ -371,7 +416,11 @@ def test_the_bundle_list_names_each_bundle_of_the_task(user_home):
     assert bundle_list_text("ovf").splitlines() == ["ovf-demo 1.0.0 - demonstration - shipped - checksum verified"]
     wrist = bundle_list_text("wrist").splitlines()
     assert [line.split()[0] for line in wrist] == ["wrist-artifact-demo", "wrist-keypoints-demo", "wrist-view-demo"]
-    assert bundle_list_text("sij").startswith("No model bundle for the sij task")
+    if (REPOSITORY / "Resources" / "Models" / "sij-demo" / "metadata.json").is_file():
+        assert bundle_list_text("sij").splitlines()[0].startswith("sij-demo ")
+    else:
+        assert bundle_list_text("sij").startswith("No model bundle for the sij task")
+    assert bundle_list_text("cervical").startswith("No model bundle for the cervical task")
     broken = {"id": "ovf-big", "version": "2.0.0", "task": "ovf", "source": "installed", "demo": False,
               "ok": False, "message": "model.safetensors: sha256 mismatch"}
     assert bundle_list_text("ovf", [broken]) == \

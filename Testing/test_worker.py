@@ -192,10 +192,18 @@ def test_removing_the_input_cancels_and_a_finished_result_is_matched_by_node_obj
 
 
 def test_placeholder_analysis_answers_not_available_through_the_worker(mrml_scene):
-    from SacroiliitisCTLib.logic import SacroiliitisCTLogic
+    import importlib
 
-    logic = SacroiliitisCTLogic()
-    job = logic.analyze_async(pelvis_ct())
+    from mskai.tasks import PlaceholderTask, all_tasks
+    from mskai_slicer.module_checks import phantom_inputs
+
+    module = next((task.slicer_module for task in all_tasks() if isinstance(task, PlaceholderTask)), None)
+    if module is None:
+        pytest.skip("every module's analysis has landed")
+    if str(REPOSITORY / module) not in sys.path:
+        sys.path.insert(0, str(REPOSITORY / module))
+    logic = getattr(importlib.import_module(f"{module}Lib.logic"), f"{module}Logic")()
+    job = logic.analyze_async(**phantom_inputs(module))
     assert job.wait(timeout=120)
     with pytest.raises(NotAvailableError, match="not available yet"):
         logic.finish(job)

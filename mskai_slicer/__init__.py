@@ -9,6 +9,9 @@ the standalone MRML scene of ``trame-slicer`` used by the tests:
 * :mod:`mskai_slicer.outputs`: :class:`~mskai_slicer.outputs.OutputManager`,
   which creates a module's result nodes and replaces them on re-run without
   touching nodes the user created or edited;
+* :mod:`mskai_slicer.segments`: a segmentation node as one named label image
+  (the modules' optional segmentation inputs, corrected segmentations saved
+  as training labels);
 * :mod:`mskai_slicer.views`: the sagittal slice view to read a slice from, and
   the layout each module's results are read in;
 * :mod:`mskai_slicer.markups_edits`: when a user's edit of markups points is

@@ -275,8 +275,11 @@ class MSKAIModuleWidgetMixin:
 
     def showModuleLayout(self) -> None:
         """Switch to the layout this module's results are read in
-        (:data:`mskai_slicer.views.MODULE_LAYOUTS`); others keep the user's."""
-        layout = module_layout(self.moduleName)
+        (:data:`mskai_slicer.views.MODULE_LAYOUTS` or a custom one of
+        :data:`mskai_slicer.views.CUSTOM_LAYOUTS`); others keep the user's."""
         layoutManager = slicer.app.layoutManager()
-        if layout is not None and layoutManager is not None:
+        if layoutManager is None:
+            return
+        layout = module_layout(self.moduleName, layoutManager.layoutLogic().GetLayoutNode())
+        if layout is not None:
             layoutManager.setLayout(layout)

@@ -12,7 +12,6 @@ the real MRML scene; :func:`register_sample_data` is the desktop-only part
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -70,27 +69,33 @@ def load_sample_case(case: SampleCase, load_image: ImageLoader | None = None) ->
 
     ``load_image(path, name)`` reads the case's image (default
     :func:`read_volume`; WristQC passes its Logic's ``load_radiograph``).  A
-    case with a vertebra labelmap (``vertebrae`` with its ``vertebrae.json``
-    of level names, as the spine phantoms have) also gets a segmentation
-    with one segment per vertebra named by level, beside the image in the
-    subject hierarchy, ready to name the fractured level.
+    case with a labelmap of named structures also gets it as a segmentation
+    with one named segment per label, beside the image in the subject
+    hierarchy: ``vertebrae`` (the spine phantoms: one segment per vertebra
+    named by level, ready to name the fractured level) and ``bones`` (the
+    pelvis phantoms: sacrum, hip_left, hip_right, to take the joints from).
+    Names come from the labelmap's sidecar JSON (:func:`mskai.labels.read_labelmap`).
     """
     files = task_for_module(case.module).demo_case(case.case)
     volume = (load_image or read_volume)(Path(files["image"]), case.node_name)
     nodes = [volume]
-    labels_path = files.get("vertebrae")
-    if labels_path is not None:
-        nodes.append(_vertebra_segmentation(Path(labels_path), f"{case.node_name} vertebrae", volume))
+    for role in ("vertebrae", "bones"):
+        labels_path = files.get(role)
+        if labels_path is not None and Path(labels_path).is_file():
+            nodes.append(_named_segmentation(Path(labels_path), f"{case.node_name} {role}", volume))
     return nodes
 
 
-def _vertebra_segmentation(labels_path: Path, name: str, volume: Any) -> Any:
+def _named_segmentation(labels_path: Path, name: str, volume: Any) -> Any:
+    """A segmentation of the labelmap file ``labels_path``, one segment per label
+    named from its sidecar JSON, on ``volume``'s geometry and beside it."""
+    from mskai.labels import read_labelmap
+
     scene = slicer.mrmlScene
-    level_names = json.loads(labels_path.with_suffix("").with_suffix(".json").read_text(encoding="utf-8"))
-    labels_image = read_image(labels_path)
-    # Read as float; a labelmap holds whole numbers.
-    labels_image = labels_image.with_array(np.rint(labels_image.array).astype(np.int16))
-    labels = image_to_volume_node(labels_image, f"{name} labels", labelmap=True)
+    labels_image = read_labelmap(labels_path)
+    names = labels_image.meta.get("segment_names") or {}
+    labels = image_to_volume_node(labels_image.with_array(labels_image.array.astype(np.int16)), f"{name} labels",
+                                  labelmap=True)
     segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
     segmentation.CreateDefaultDisplayNodes()
     segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
@@ -99,7 +104,7 @@ def _vertebra_segmentation(labels_path: Path, name: str, volume: Any) -> Any:
     segments = segmentation.GetSegmentation()
     for position in range(segments.GetNumberOfSegments()):
         segment = segments.GetNthSegment(position)
-        segment.SetName(level_names.get(str(segment.GetLabelValue()), segment.GetName()))
+        segment.SetName(names.get(int(segment.GetLabelValue()), segment.GetName()))
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
     volume_item = hierarchy.GetItemByDataNode(volume) or hierarchy.CreateItem(hierarchy.GetSceneItemID(), volume)
     hierarchy.CreateItem(hierarchy.GetItemParent(volume_item), segmentation)

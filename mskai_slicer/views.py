@@ -1,6 +1,7 @@
 """Which view shows what: the sagittal slice view to read a slice from, and the
-view layout each module's results are read in.  Qt-free (slice nodes and
-layout constants only), so it is tested on the real MRML scene.
+view layout each module's results are read in (one of Slicer's, or one
+registered here).  Qt-free (slice nodes and the layout node only), so it is
+tested on the real MRML scene.
 """
 from __future__ import annotations
 
@@ -23,6 +24,33 @@ DEFAULT_SAGITTAL_VIEW = "Yellow"
 MODULE_LAYOUTS = {
     "SpineOVF": "SlicerLayoutOneUpYellowSliceView",
     "WristQC": "SlicerLayoutOneUpRedSliceView",
+}
+
+# Layouts Slicer does not have, registered on the layout node when first used:
+# module -> (layout ID, vtkMRMLLayoutNode description).  SacroiliitisCT: a large
+# axial view (Red), where sacroiliitis is graded slice by slice, beside a
+# coronal view (Green), where both joints and the analysed range box are seen
+# from the front and the box's inferior and superior faces are dragged.
+SACROILIITIS_LAYOUT_ID = 31201
+CUSTOM_LAYOUTS = {
+    "SacroiliitisCT": (SACROILIITIS_LAYOUT_ID, """
+<layout type="horizontal" split="true">
+ <item splitSize="640">
+  <view class="vtkMRMLSliceNode" singletontag="Red">
+   <property name="orientation" action="default">Axial</property>
+   <property name="viewlabel" action="default">R</property>
+   <property name="viewcolor" action="default">#F34A33</property>
+  </view>
+ </item>
+ <item splitSize="360">
+  <view class="vtkMRMLSliceNode" singletontag="Green">
+   <property name="orientation" action="default">Coronal</property>
+   <property name="viewlabel" action="default">G</property>
+   <property name="viewcolor" action="default">#6EB04B</property>
+  </view>
+ </item>
+</layout>
+""".strip()),
 }
 
 
@@ -67,10 +95,17 @@ def slice_plane_point_lps(slice_node: Any) -> list[float]:
     return [-r, -a, s]
 
 
-def module_layout(module_name: str) -> int | None:
-    """The ``vtkMRMLLayoutNode`` layout ID of :data:`MODULE_LAYOUTS` for
-    ``module_name``, None for a module that keeps the user's layout."""
+def module_layout(module_name: str, layout_node: Any = None) -> int | None:
+    """The ``vtkMRMLLayoutNode`` layout ID of :data:`MODULE_LAYOUTS` or
+    :data:`CUSTOM_LAYOUTS` for ``module_name``, None for a module that keeps the
+    user's layout.  A custom layout is added to ``layout_node`` (the application's,
+    ``layoutManager.layoutLogic().GetLayoutNode()``) when it lacks it."""
     import slicer
 
+    if module_name in CUSTOM_LAYOUTS:
+        layout_id, description = CUSTOM_LAYOUTS[module_name]
+        if layout_node is not None and not layout_node.IsLayoutDescription(layout_id):
+            layout_node.AddLayoutDescription(layout_id, description)
+        return layout_id
     name = MODULE_LAYOUTS.get(module_name)
     return None if name is None else int(getattr(slicer.vtkMRMLLayoutNode, name))

@@ -27,14 +27,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import slicer
-import vtk
-
 from mskai.errors import InputError, MskaiError
 from mskai.image import Image
 from mskai.tasks import ProgressCallback, Task, quiet
-from mskai_slicer.geometry import volume_node_to_image
 from mskai_slicer.module_logic import AnalysisJob, MSKAIModuleLogic, SceneRun
+from mskai_slicer.segments import segmentation_labelmap
 
 SLICES_TABLE_ROLE = "slices"
 HEATMAP_ROLE = "heatmap"
@@ -42,39 +39,10 @@ EVIDENCE_ROLE = "evidence"
 
 
 def vertebra_labelmap(segmentation_node: Any, reference_volume_node: Any) -> Image:
-    """The segments of ``segmentation_node`` as one label image on the grid of
-    ``reference_volume_node``; ``meta["segment_names"]`` maps each label value
-    to its segment's name.  Where segments overlap, the later segment wins.
-    The temporary nodes of the export (labelmap, colour table) are removed again."""
-    segmentation = segmentation_node.GetSegmentation()
-    if segmentation.GetNumberOfSegments() == 0:
-        raise InputError(f"Segmentation '{segmentation_node.GetName()}' has no segments.")
-    segment_ids = vtk.vtkStringArray()
-    segmentation.GetSegmentIDs(segment_ids)
-    scene = segmentation_node.GetScene()
-    color_tables_before = {scene.GetNthNodeByClass(index, "vtkMRMLColorTableNode").GetID()
-                           for index in range(scene.GetNumberOfNodesByClass("vtkMRMLColorTableNode"))}
-    labelmap_node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
-    color_node = None
-    try:
-        exported = slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
-            segmentation_node, segment_ids, labelmap_node, reference_volume_node)
-        if not exported:
-            raise InputError(f"Segmentation '{segmentation_node.GetName()}' could not be converted "
-                             "to a label image on the CT's grid.")
-        image = volume_node_to_image(labelmap_node)
-        # The export writes each segment's label value and name into a colour table it creates.
-        color_node = labelmap_node.GetDisplayNode().GetColorNode()
-        names = {}
-        for index in range(segment_ids.GetNumberOfValues()):
-            name = segmentation.GetSegment(segment_ids.GetValue(index)).GetName()
-            names[color_node.GetColorIndexByName(name)] = name
-    finally:
-        scene.RemoveNode(labelmap_node)
-        if color_node is not None and color_node.GetID() not in color_tables_before:
-            scene.RemoveNode(color_node)
-    image.meta["segment_names"] = names
-    return image
+    """The vertebra segments of ``segmentation_node`` as one label image on the grid
+    of ``reference_volume_node``, ``meta["segment_names"]`` naming each label
+    (:func:`mskai_slicer.segments.segmentation_labelmap`)."""
+    return segmentation_labelmap(segmentation_node, reference_volume_node)
 
 
 class SpineOVFLogic(MSKAIModuleLogic):
