@@ -180,7 +180,7 @@ class SacroiliitisCTWidget(MSKAIModuleWidgetMixin, ScriptedLoadableModuleWidget,
 
     def showResult(self, result) -> None:
         """Verdict, grade, joints, probability and range, the result and slices
-        tables; after an analysis the grades to save are set from it, the lesion
+        tables, the warnings in the log; after an analysis the grades to save are set from it, the lesion
         segmentation to save too (unless a corrected one is chosen), the layout
         switches and the views show the range's middle slice."""
         MSKAIModuleWidgetMixin.showResult(self, result)
@@ -193,6 +193,8 @@ class SacroiliitisCTWidget(MSKAIModuleWidgetMixin, ScriptedLoadableModuleWidget,
         self.ui.slicesTableView.setMRMLTableNode(self.logic.slices_table_node() if result else None)
         if not result:
             return
+        for warning in result.get("warnings") or []:
+            self.appendLog(_("Warning: {warning}").format(warning=warning))
         sideGrades = result.get("side_grades") or {}
         self.ui.gradeLeftSpinBox.value = int(sideGrades.get("left", 0))
         self.ui.gradeRightSpinBox.value = int(sideGrades.get("right", 0))
