@@ -17,7 +17,7 @@ same bytes.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -165,14 +165,10 @@ class Painter:
             coordinates.append(total)
         return coordinates
 
-    def paint(self, frame: np.ndarray, low: Sequence[float], high: Sequence[float],
-              signed_distance: LocalFunction, value: float | LocalFunction,
-              label: int | None = None) -> None:
-        """Blend ``value`` (a number, or a function of the local coordinates for
-        textured tissue) where ``signed_distance(x, y, z)`` (local mm, negative
-        inside) is below 0, and set ``label`` where the voxel centre is inside.
-        ``low`` and ``high`` are the corners of the local box that bounds the
-        shape.  Large boxes are processed in slabs of slices to bound memory."""
+    def _chunks(self, frame: np.ndarray, low: Sequence[float], high: Sequence[float]
+                ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, tuple[slice, ...]]]:
+        """The voxels of the local box [low, high] in slabs of slices (memory bound):
+        yields the local (x, y, z) of a slab and its index into the volumes."""
         box = self._box(frame, low, high)
         if box is None:
             return
@@ -182,12 +178,36 @@ class Painter:
             chunk_first = np.array([first[0], first[1], k0])
             chunk_last = np.array([last[0], last[1], min(k0 + slab, last[2])])
             x, y, z = self._local_coordinates(frame, chunk_first, chunk_last)
+            yield x, y, z, tuple(slice(chunk_first[a], chunk_last[a]) for a in (2, 1, 0))
+
+    def paint(self, frame: np.ndarray, low: Sequence[float], high: Sequence[float],
+              signed_distance: LocalFunction, value: float | LocalFunction,
+              label: int | None = None) -> None:
+        """Blend ``value`` (a number, or a function of the local coordinates for
+        textured tissue) where ``signed_distance(x, y, z)`` (local mm, negative
+        inside) is below 0, and set ``label`` where the voxel centre is inside.
+        ``low`` and ``high`` are the corners of the local box that bounds the
+        shape.  Large boxes are processed in slabs of slices to bound memory."""
+        for x, y, z, index in self._chunks(frame, low, high):
             distance = signed_distance(x, y, z)
             occupancy = np.clip(np.float32(0.5) - distance * np.float32(1.0 / self.edge_mm), 0.0, 1.0)
-            index = tuple(slice(chunk_first[a], chunk_last[a]) for a in (2, 1, 0))
             region = self.values[index]
             target = value(x, y, z) if callable(value) else np.float32(value)
             region += occupancy * (target - region)
+            if label is not None:
+                self.labels[index][np.broadcast_to(distance <= 0, region.shape)] = label
+
+    def add(self, frame: np.ndarray, low: Sequence[float], high: Sequence[float],
+            signed_distance: LocalFunction, delta: float | LocalFunction,
+            label: int | None = None) -> None:
+        """Like :meth:`paint`, but ``delta`` (a number or a function of the local
+        coordinates) is added to what is painted already: a change of density
+        (sclerosis, say) that keeps the texture and edges underneath."""
+        for x, y, z, index in self._chunks(frame, low, high):
+            distance = signed_distance(x, y, z)
+            occupancy = np.clip(np.float32(0.5) - distance * np.float32(1.0 / self.edge_mm), 0.0, 1.0)
+            region = self.values[index]
+            region += occupancy * (delta(x, y, z) if callable(delta) else np.float32(delta))
             if label is not None:
                 self.labels[index][np.broadcast_to(distance <= 0, region.shape)] = label
 

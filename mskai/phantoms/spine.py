@@ -13,6 +13,12 @@ collapsed endplate all come from the chain.
 * intervertebral discs, the spinal canal, ribs, the pelvis (sacrum, alae and
   iliac wings) and the trunk around them (:func:`paint_trunk`: fat, soft
   tissue, muscles, lung bases, bowel gas, the CT table);
+* or a pelvis built around the sacroiliac joints (:class:`SacroiliacPelvis`,
+  :func:`paint_sacroiliac_pelvis`): each joint (:class:`SacroiliacJoint`) an
+  auricular surface on which sacrum and ilium face each other across a
+  cartilage-filled joint space, in joint coordinates that a task uses to
+  paint disease on it; the hip bones (wing, body, acetabulum) labelled per
+  side, and the femora;
 * contrast: the anatomy is painted in HU (:class:`TissueHU` and each
   vertebra's bone values) and becomes an MR-like image through a
   :class:`Contrast` (:data:`MR_T1`, :data:`MR_T2`) without changing a label.
@@ -20,6 +26,7 @@ collapsed endplate all come from the chain.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -268,7 +275,13 @@ def chain_frames(vertebrae: list[Vertebra], curvature: Curvature) -> np.ndarray:
 
 def translate_frames(vertebrae: list[Vertebra], sacrum: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """Move every vertebra by ``shift`` (mm); returns the sacrum's frame moved likewise."""
-    move = affine(translation=shift)
+    return transform_frames(vertebrae, sacrum, affine(translation=shift))
+
+
+def transform_frames(vertebrae: list[Vertebra], sacrum: np.ndarray, move: np.ndarray) -> np.ndarray:
+    """Apply the rigid 4x4 ``move`` (world to world) to every vertebra; returns the
+    sacrum's frame moved likewise.  E.g. ``move = target @ inv(sacrum)`` puts the
+    sacrum (and the column on it) at the frame ``target``."""
     for vertebra in vertebrae:
         vertebra.frame = move @ vertebra.frame
     return move @ sacrum
@@ -290,14 +303,19 @@ def mean_bone_hu(vertebrae: list[Vertebra]) -> tuple[float, float]:
 # ============================================================================ painting the column
 
 def paint_spine(p: Painter, vertebrae: list[Vertebra], sacrum: np.ndarray, trunk: Trunk, tissues: TissueHU,
-                sclerosis_hu: float, sclerosis_mm: float) -> None:
+                sclerosis_hu: float, sclerosis_mm: float, sacroiliac: SacroiliacPelvis | None = None) -> None:
     """The pelvis on ``sacrum``, the discs (the last vertebra's on S1), the canal,
     the ribs of :data:`RIB_LEVELS`, then the vertebrae labelled 1..n in list
     order; the pelvis and ribs take their bone values from the vertebrae's.
     ``sclerosis_hu`` and ``sclerosis_mm`` describe the dense band under a
-    fracture's collapsed endplate (see :func:`paint_vertebra`)."""
+    fracture's collapsed endplate (see :func:`paint_vertebra`).  The pelvis is
+    :func:`paint_pelvis`'s, or with ``sacroiliac`` the one built around the
+    sacroiliac joints (:func:`paint_sacroiliac_pelvis`)."""
     mean_cortical, mean_trabecular = mean_bone_hu(vertebrae)
-    paint_pelvis(p, sacrum, vertebrae[-1], trunk, 0.85 * mean_cortical, mean_trabecular + 30)
+    if sacroiliac is None:
+        paint_pelvis(p, sacrum, vertebrae[-1], trunk, 0.85 * mean_cortical, mean_trabecular + 30)
+    else:
+        paint_sacroiliac_pelvis(p, sacrum, vertebrae[-1], sacroiliac, 0.85 * mean_cortical, mean_trabecular + 30)
     s1 = Vertebra("S1", 24.0 * trunk.scale, vertebrae[-1].half_width, vertebrae[-1].half_depth,
                   0.0, 0, 0, 0, frame=sacrum @ translation_z(-12.0 * trunk.scale))
     column = [*vertebrae, s1]
@@ -421,11 +439,17 @@ def _paint_body(p: Painter, v: Vertebra, label: int, sclerosis_hu: float, sclero
 
 
 def _textured(v: Vertebra, mean_hu: float) -> LocalFunction:
-    """Trabecular bone: ``mean_hu`` plus a sum of plane waves (local mm)."""
+    """Trabecular bone of ``v``: ``mean_hu`` plus its texture (local mm)."""
+    return textured(mean_hu, v.texture, v.texture_hu)
+
+
+def textured(mean_hu: float, texture: list[tuple[np.ndarray, float]], texture_hu: float) -> LocalFunction:
+    """Trabecular bone: ``mean_hu`` plus a sum of plane waves (wave vector rad/mm,
+    phase) of root-mean-square ``texture_hu`` (local mm)."""
     def value(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
         total = np.float32(mean_hu)
-        scale = np.float32(v.texture_hu / math.sqrt(len(v.texture) / 2)) if v.texture else np.float32(0)
-        for wave, phase in v.texture:
+        scale = np.float32(texture_hu / math.sqrt(len(texture) / 2)) if texture else np.float32(0)
+        for wave, phase in texture:
             total = total + scale * np.sin(np.float32(wave[0]) * x + np.float32(wave[1]) * y
                                            + np.float32(wave[2]) * z + np.float32(phase))
         return total
@@ -550,6 +574,347 @@ def paint_pelvis(p: Painter, sacrum: np.ndarray, l5: Vertebra, trunk: Trunk, cor
                     np.abs(ellipsoid_sd(x, y - bowl_y, z - crest, half_lr, half_ap, depth) + thickness / 2)
                     - thickness / 2 + inset,
                     ala_x - 3.0 - np.abs(x), (bowl_y - 0.25 * half_ap) - y, z - crest), value)
+
+
+# ============================================================================ the sacroiliac joints
+
+SIDES = (1.0, -1.0)
+"""The patient's left (+x in LPS) and right side, in the order of a pair."""
+RECESS_RAMP = 0.35
+"""Past the auricular surface's edge (its elliptical radius 1) the bones draw
+back over this much more radius (see :meth:`SacroiliacJoint.recess_at`)."""
+
+
+@dataclass
+class SacroiliacJoint:
+    """One sacroiliac joint, described as the patient's left joint in the
+    sacrum's frame; the right joint is the mirror image (x -> -x) of its own
+    description, so one set of joint coordinates serves both sides.
+
+    Joint coordinates (u, d, w) in mm, origin at ``centre``: u runs along the
+    joint line of an axial section toward its anterior end, which lies lateral
+    (the line makes ``axial_angle`` with the sagittal plane: the sacrum is
+    wider in front); d runs across the joint toward the ilium; w runs up along
+    the joint, which leans laterally by ``coronal_angle`` going up (the sacrum
+    is wider above).  The auricular (synovial) surface is the ellipse
+    (u / half_length)^2 + (w / half_height)^2 <= 1 on the gently undulating
+    mid-surface d = :meth:`surface`; there the subchondral plates of sacrum
+    and ilium face each other across ``gap`` mm of cartilage.  Outside it the
+    two bones draw back by up to ``recess`` mm each (the interosseous
+    ligament's space)."""
+
+    centre: tuple[float, float, float]
+    axial_angle: float
+    coronal_angle: float
+    half_length: float
+    half_height: float
+    gap: float
+    recess: float
+    undulation: list[tuple[float, float, float, float]] = field(default_factory=list)
+    """Waves of the mid-surface: (k_u, k_w) in rad/mm, phase, amplitude in mm."""
+
+    def frame(self, side: float) -> np.ndarray:
+        """4x4 sacrum-from-joint matrix on ``side`` (+1 left; -1 right, a mirror image)."""
+        b, g = self.axial_angle, self.coronal_angle
+        along = np.array([math.sin(b), -math.cos(b), 0.0])
+        across_axial = np.array([math.cos(b), math.sin(b), 0.0])
+        up = np.array([0.0, 0.0, 1.0])
+        across = math.cos(g) * across_axial - math.sin(g) * up
+        upward = math.sin(g) * across_axial + math.cos(g) * up
+        return np.diag([side, 1.0, 1.0, 1.0]) @ affine(np.column_stack([along, across, upward]), self.centre)
+
+    def surface(self, u: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """d of the joint's mid-surface at (u, w), mm."""
+        total = np.float32(0.0)
+        for k_u, k_w, phase, amplitude in self.undulation:
+            total = total + np.float32(amplitude) * np.sin(
+                np.float32(k_u) * u + np.float32(k_w) * w + np.float32(phase))
+        return total
+
+    def across(self, u: np.ndarray, d: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Signed distance from the mid-surface, mm (positive toward the ilium)."""
+        return d - self.surface(u, w)
+
+    def facet_radius(self, u: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Elliptical radius in the auricular surface: below 1 inside it."""
+        return np.sqrt((u * np.float32(1 / self.half_length)) ** 2 + (w * np.float32(1 / self.half_height)) ** 2)
+
+    def facet_sd(self, u: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Signed distance (mm, within the joint surface) to the auricular surface's outline."""
+        return ellipse_sd(u, w, self.half_length, self.half_height)
+
+    def recess_at(self, u: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """How far each bone draws back from its plate at (u, w), mm: 0 on the
+        auricular surface, ``recess`` beyond :data:`RECESS_RAMP` more radius."""
+        return np.float32(self.recess) * np.clip(
+            (self.facet_radius(u, w) - np.float32(1.0)) * np.float32(1 / RECESS_RAMP), 0.0, 1.0)
+
+    def bone_sd(self, u: np.ndarray, d: np.ndarray, w: np.ndarray, bone: float) -> np.ndarray:
+        """Signed distance to the side of the joint that ``bone`` (+1 ilium, -1
+        sacrum) may occupy: beyond half the gap plus the recess."""
+        return np.float32(self.gap / 2) + self.recess_at(u, w) - np.float32(bone) * self.across(u, d, w)
+
+
+@dataclass
+class SacroiliacPelvis:
+    """A pelvis built around two sacroiliac joints (:func:`paint_sacroiliac_pelvis`).
+
+    Sizes in mm, positions in the sacrum's frame described on the patient's
+    left (the right side is their mirror image): ``joints`` (left, right);
+    the ilium's auricular part ``ilium_thickness`` thick across the joint;
+    the iliac wing leaving the joint's anterior end ``wing_angle`` (rad)
+    lateral of the joint line, ``wing_length`` long and ``wing_thickness``
+    thick, its crest ``crest_above`` above the auricular surface; the hip's
+    centre ``hip_centre`` (left) with a femoral head of ``head_radius``; the
+    sacral segments' ``scale``; CT numbers of the joint cartilage, the
+    ligaments and the sacral canal; the trabecular texture of both bones
+    (plane waves as :attr:`Vertebra.texture`); and the labels of the sacrum,
+    the left and the right hip bone (None: unlabelled)."""
+
+    joints: tuple[SacroiliacJoint, SacroiliacJoint]
+    ilium_thickness: float
+    wing_angle: float
+    wing_length: float
+    wing_thickness: float
+    crest_above: float
+    hip_centre: tuple[float, float, float]
+    head_radius: float
+    scale: float = 1.0
+    cartilage_hu: float = 80.0
+    ligament_hu: float = 50.0
+    canal_hu: float = 5.0
+    texture: list[tuple[np.ndarray, float]] = field(default_factory=list)
+    texture_hu: float = 0.0
+    labels: tuple[int | None, int | None, int | None] = (None, None, None)
+
+
+_Piece = tuple[np.ndarray, tuple[float, float, float], tuple[float, float, float], Callable[..., np.ndarray]]
+"""A shape to paint: frame, local box corners, and its signed distance ``sd(x, y, z, inset)``."""
+
+
+def _in_frame(matrix: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> list[np.ndarray]:
+    """The first three rows of the 4x4 ``matrix`` applied to local (x, y, z), float32."""
+    m = matrix.astype(np.float32)
+    return [m[r, 0] * x + m[r, 1] * y + m[r, 2] * z + m[r, 3] for r in range(3)]
+
+
+def _capsule_sd(x: np.ndarray, y: np.ndarray, z: np.ndarray, start: np.ndarray, end: np.ndarray,
+                radius: float) -> np.ndarray:
+    """Signed distance to the capsule of ``radius`` around the segment start-end."""
+    segment = end - start
+    length2 = float(segment @ segment)
+    dx, dy, dz = x - np.float32(start[0]), y - np.float32(start[1]), z - np.float32(start[2])
+    t = np.clip((dx * np.float32(segment[0]) + dy * np.float32(segment[1]) + dz * np.float32(segment[2]))
+                * np.float32(1 / length2), 0.0, 1.0)
+    return np.sqrt((dx - t * np.float32(segment[0])) ** 2 + (dy - t * np.float32(segment[1])) ** 2
+                   + (dz - t * np.float32(segment[2])) ** 2) - np.float32(radius)
+
+
+def _capsule_box(start: np.ndarray, end: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    return np.minimum(start, end) - radius, np.maximum(start, end) + radius
+
+
+def paint_sacroiliac_pelvis(p: Painter, sacrum: np.ndarray, l5: Vertebra, pelvis: SacroiliacPelvis,
+                            cortex_hu: float, marrow_hu: float) -> None:
+    """The pelvis around two sacroiliac joints, in the sacrum's frame.
+
+    * the joint spaces: cartilage on the auricular surfaces, ligament where
+      the bones draw back around them;
+    * the sacrum: four segments under ``l5`` curving as in :func:`paint_pelvis`,
+      their dorsal arches around the sacral canal, and the alae whose lateral
+      faces are the joints' sacral plates;
+    * each hip bone: the ilium's auricular part facing the sacrum, the iliac
+      wing leaving the joint's anterior end toward the crest, the body down to
+      the acetabulum, and the acetabular cup;
+    * the femoral heads, necks and shafts (unlabelled).
+
+    Each bone is a cortex (``cortex_hu``) around textured marrow (``marrow_hu``),
+    painted as one union, so pieces meet without inner cortices; the labels
+    are those of ``pelvis.labels`` where a voxel centre is inside."""
+    marrow = textured(marrow_hu, pelvis.texture, pelvis.texture_hu)
+    sacrum_label, *hip_labels = pelvis.labels
+    for side, joint in zip(SIDES, pelvis.joints):
+        _paint_joint_space(p, sacrum @ joint.frame(side), joint, pelvis)
+    _paint_bone(p, _sacrum_pieces(sacrum, l5, pelvis), cortex_hu, marrow, 1.3, sacrum_label)
+    for piece in _sacral_canal(sacrum, l5, pelvis):
+        frame, low, high, sd = piece
+        p.paint(frame, low, high, lambda x, y, z, sd=sd: sd(x, y, z, 0.0), pelvis.canal_hu, 0)
+    for side, joint, label in zip(SIDES, pelvis.joints, hip_labels):
+        _paint_bone(p, _hip_bone_pieces(sacrum, side, joint, pelvis), cortex_hu, marrow, 1.5, label)
+    for side in SIDES:
+        _paint_bone(p, _femur_pieces(sacrum, side, pelvis), cortex_hu, marrow, 1.2, None)
+
+
+def _paint_bone(p: Painter, pieces: list[_Piece], cortex_hu: float, marrow: LocalFunction, cortex_mm: float,
+                label: int | None) -> None:
+    """The union of ``pieces``: every cortex (labelled), then every marrow inset by ``cortex_mm``."""
+    for frame, low, high, sd in pieces:
+        p.paint(frame, low, high, lambda x, y, z, sd=sd: sd(x, y, z, 0.0), cortex_hu, label)
+    for frame, low, high, sd in pieces:
+        p.paint(frame, low, high, lambda x, y, z, sd=sd: sd(x, y, z, cortex_mm), marrow)
+
+
+def _paint_joint_space(p: Painter, frame: np.ndarray, joint: SacroiliacJoint, pelvis: SacroiliacPelvis) -> None:
+    """Ligament between the drawn-back bones around the auricular surface, cartilage on it."""
+    length, height, half_gap = joint.half_length, joint.half_height, joint.gap / 2
+    reach = half_gap + joint.recess + 2.0
+    p.paint(frame, (-length - 16, -reach, -height - 12), (length + 16, reach, height + 16),
+            lambda u, d, w: intersect(np.abs(joint.across(u, d, w)) - (np.float32(half_gap) + joint.recess_at(u, w)),
+                                      ellipse_sd(u, w - 3.0, length + 14, height + 13)),
+            pelvis.ligament_hu)
+    p.paint(frame, (-length - 1, -half_gap - 3, -height - 1), (length + 1, half_gap + 3, height + 1),
+            lambda u, d, w: intersect(np.abs(joint.across(u, d, w)) - np.float32(half_gap), joint.facet_sd(u, w)),
+            pelvis.cartilage_hu)
+
+
+SACRAL_SEGMENTS = 6
+"""S1 to S5 and the coccyx, each 0.8 times as tall as the one above."""
+
+
+def _sacral_segments(sacrum: np.ndarray, l5: Vertebra, scale: float
+                     ) -> list[tuple[np.ndarray, float, float, float]]:
+    """(centre frame, half-width, half-depth, height) of the sacral segments and
+    the coccyx, curving as those of :func:`paint_pelvis`."""
+    a, b = l5.half_width * 1.02, l5.half_depth * 0.98
+    segment, height, out = sacrum.copy(), 24.0 * scale, []
+    for index in range(SACRAL_SEGMENTS):
+        out.append((segment @ translation_z(-height / 2), a * (1 - 0.15 * index), b * (1 - 0.12 * index), height))
+        segment = segment @ translation_z(-height) @ affine(rotation_x(-math.radians(12)))
+        height *= 0.8
+    return out
+
+
+def _sacrum_pieces(sacrum: np.ndarray, l5: Vertebra, pelvis: SacroiliacPelvis) -> list[_Piece]:
+    """Segment bodies and dorsal arches, and the alae cut by both joints."""
+    pieces: list[_Piece] = []
+    for centre, ra, rb, height in _sacral_segments(sacrum, l5, pelvis.scale):
+        hh = height / 2
+        pieces.append((centre, (-ra, -rb, -hh), (ra, rb, hh),
+                       lambda x, y, z, inset, ra=ra, rb=rb, hh=hh: np.maximum(
+                           ellipse_sd(x, y, ra, rb) + inset, np.abs(z) - hh + inset)))
+        arch_y, arch_rx, arch_ry = 0.8 * rb + 6.0 * pelvis.scale, 0.85 * ra, 10.0 * pelvis.scale * ra / (ra + 8)
+        pieces.append((centre, (-arch_rx, 0.4 * rb, -hh), (arch_rx, arch_y + arch_ry, hh),
+                       lambda x, y, z, inset, arch_y=arch_y, arch_rx=arch_rx, arch_ry=arch_ry, rb=rb, hh=hh: intersect(
+                           ellipse_sd(x, y - arch_y, arch_rx, arch_ry) + inset, 0.4 * rb - y + inset,
+                           np.abs(z) - hh + inset)))
+    # Alae: from the S1-S3 bodies out to the joints' sacral plates.
+    joints = pelvis.joints
+    to_joint = [np.linalg.inv(joint.frame(side)) for side, joint in zip(SIDES, joints)]
+    centre_x = max(joint.centre[0] for joint in joints) + 30.0
+    centre_y = float(np.mean([joint.centre[1] for joint in joints]))
+    half_ap = max(joint.half_length * math.cos(joint.axial_angle) for joint in joints) + 10.0
+    top = -1.5 * pelvis.scale
+    bottom = min(joint.centre[2] - joint.half_height for joint in joints) - 8.0
+
+    def ala_sd(x: np.ndarray, y: np.ndarray, z: np.ndarray, inset: float) -> np.ndarray:
+        cuts = []
+        for joint, matrix in zip(joints, to_joint):
+            u, d, w = _in_frame(matrix, x, y, z)
+            cuts.append(joint.bone_sd(u, d, w, -1.0) + inset)
+        return intersect(ellipse_sd(x, y - centre_y, centre_x, half_ap) + inset, slab_sd(z, bottom, top) + inset,
+                         *cuts)
+
+    pieces.append((sacrum, (-centre_x, centre_y - half_ap, bottom), (centre_x, centre_y + half_ap, top), ala_sd))
+    return pieces
+
+
+def _sacral_canal(sacrum: np.ndarray, l5: Vertebra, pelvis: SacroiliacPelvis) -> list[_Piece]:
+    """The sacral canal behind each segment's body, narrowing caudally."""
+    pieces: list[_Piece] = []
+    for centre, ra, rb, height in _sacral_segments(sacrum, l5, pelvis.scale):
+        hh, canal_rx, canal_ry = height / 2 + 0.5, 0.42 * ra, 4.5 * pelvis.scale * ra / (ra + 8) + 1.0
+        canal_y = 0.8 * rb + canal_ry + 1.0
+        pieces.append((centre, (-canal_rx, canal_y - canal_ry, -hh), (canal_rx, canal_y + canal_ry, hh),
+                       lambda x, y, z, inset, canal_rx=canal_rx, canal_ry=canal_ry, canal_y=canal_y, hh=hh:
+                       np.maximum(ellipse_sd(x, y - canal_y, canal_rx, canal_ry), np.abs(z) - hh)))
+    return pieces
+
+
+def _hip_bone_pieces(sacrum: np.ndarray, side: float, joint: SacroiliacJoint,
+                     pelvis: SacroiliacPelvis) -> list[_Piece]:
+    """One hip bone in its joint's coordinates (u, d, w): the auricular part,
+    the wing, the body down to the acetabulum and the cup, all on the ilium's
+    side of the joint and outside the femoral head."""
+    frame = sacrum @ joint.frame(side)
+    to_joint = np.linalg.inv(joint.frame(1.0))  # joint coordinates of left-side points (mirrors cancel)
+    length, height, half_gap = joint.half_length, joint.half_height, joint.gap / 2
+    thickness, radius = pelvis.ilium_thickness, pelvis.head_radius
+    hip = (to_joint @ np.append(pelvis.hip_centre, 1.0))[:3]
+    opening = to_joint[:3, :3] @ (np.array([0.55, -0.5, -0.67]) / np.linalg.norm([0.55, -0.5, -0.67]))
+
+    def allowed(u: np.ndarray, d: np.ndarray, w: np.ndarray, inset: float) -> np.ndarray:
+        """On the ilium's side of the joint and outside the femoral head's cartilage."""
+        head = np.float32(radius + 1.5) - np.sqrt((u - np.float32(hip[0])) ** 2 + (d - np.float32(hip[1])) ** 2
+                                                  + (w - np.float32(hip[2])) ** 2)
+        return np.maximum(joint.bone_sd(u, d, w, 1.0), head) + inset
+
+    pieces: list[_Piece] = []
+    # The auricular part: a thick plate behind the auricular surface, reaching
+    # beyond it posteriorly (the iliac tuberosity) and up toward the crest.
+    plate_u, plate_w, plate_ru, plate_rw = -6.0, 8.0, length + 20.0, height + 16.0
+    pieces.append((frame, (plate_u - plate_ru, -1.0, plate_w - plate_rw),
+                   (plate_u + plate_ru, half_gap + thickness + 1, plate_w + plate_rw),
+                   lambda u, d, w, inset: intersect(
+                       ellipse_sd(u - np.float32(plate_u), w - np.float32(plate_w), plate_ru, plate_rw) + inset,
+                       d - np.float32(half_gap + thickness) + inset, allowed(u, d, w, inset))))
+    # The wing: a curved plate, thinning away from the auricular part, from its
+    # anterior end toward the anterior superior iliac spine and up to the crest.
+    u0, d0 = 0.6 * length, half_gap + 0.5 * thickness
+    cos_a, sin_a = math.cos(pelvis.wing_angle), math.sin(pelvis.wing_angle)
+    wing_length, half_thick, bend = pelvis.wing_length, pelvis.wing_thickness / 2, 1.0 / 350.0
+    crest = height + pelvis.crest_above
+    ends = [(u0 + s * cos_a - q * sin_a, d0 + s * sin_a + q * cos_a)
+            for s in (0.0, wing_length) for q in (1.7 * half_thick + 2, -bend * wing_length ** 2 - 1.7 * half_thick - 2)]
+    low = (min(e[0] for e in ends), min(e[1] for e in ends), -height - 4)
+    high = (max(e[0] for e in ends), max(e[1] for e in ends), crest + 1)
+
+    def wing_sd(u: np.ndarray, d: np.ndarray, w: np.ndarray, inset: float) -> np.ndarray:
+        s = (u - np.float32(u0)) * np.float32(cos_a) + (d - np.float32(d0)) * np.float32(sin_a)
+        q = (d - np.float32(d0)) * np.float32(cos_a) - (u - np.float32(u0)) * np.float32(sin_a)
+        arch = np.float32(12.0) * ((s - np.float32(0.45 * wing_length)) * np.float32(1 / (0.55 * wing_length))) ** 2
+        taper = np.float32(1.7) - np.float32(0.8 / wing_length) * np.clip(s, 0.0, wing_length)
+        return intersect(np.abs(q + np.float32(bend) * s * s) - np.float32(half_thick) * taper + inset,
+                         slab_sd(s, 0.0, wing_length) + inset, w - (np.float32(crest) - arch) + inset,
+                         np.float32(-height - 3) - w + inset, allowed(u, d, w, inset))
+
+    pieces.append((frame, low, high, wing_sd))
+    # The body, from below the auricular part down to the acetabular roof, and the cup.
+    start = np.array([0.3 * length, half_gap + 0.6 * thickness, -height + 4.0])
+    roof = hip + np.array([0.0, 0.0, radius + 7.0])
+    body_radius = 15.0 * pelvis.scale
+    box_low, box_high = _capsule_box(start, roof, body_radius)
+    pieces.append((frame, tuple(box_low), tuple(box_high),
+                   lambda u, d, w, inset: np.maximum(_capsule_sd(u, d, w, start, roof, body_radius) + inset,
+                                                     allowed(u, d, w, inset))))
+    outer = radius + 8.0
+
+    def cup_sd(u: np.ndarray, d: np.ndarray, w: np.ndarray, inset: float) -> np.ndarray:
+        du, dd, dw = u - np.float32(hip[0]), d - np.float32(hip[1]), w - np.float32(hip[2])
+        facing = du * np.float32(opening[0]) + dd * np.float32(opening[1]) + dw * np.float32(opening[2])
+        return intersect(np.sqrt(du * du + dd * dd + dw * dw) - np.float32(outer) + inset,
+                         facing - np.float32(0.3 * radius) + inset, allowed(u, d, w, inset))
+
+    pieces.append((frame, tuple(hip - outer), tuple(hip + outer), cup_sd))
+    return pieces
+
+
+def _femur_pieces(sacrum: np.ndarray, side: float, pelvis: SacroiliacPelvis) -> list[_Piece]:
+    """Femoral head, neck, greater trochanter and shaft (left coordinates, mirrored for ``side``)."""
+    frame = sacrum @ np.diag([side, 1.0, 1.0, 1.0])
+    centre, radius, s = np.asarray(pelvis.hip_centre, dtype=float), pelvis.head_radius, pelvis.scale
+    trochanter = centre + np.array([45.0, -5.0, -32.0]) * s
+    knee_ward = trochanter + np.array([-14.0, 3.0, -220.0]) * s
+    pieces: list[_Piece] = [(frame, tuple(centre - radius), tuple(centre + radius),
+                             lambda x, y, z, inset: np.sqrt((x - np.float32(centre[0])) ** 2
+                                                            + (y - np.float32(centre[1])) ** 2
+                                                            + (z - np.float32(centre[2])) ** 2)
+                             - np.float32(radius) + inset)]
+    for start, end, r in ((centre, trochanter, 13.0 * s), (trochanter, trochanter + np.array([4.0, 0, 8.0]) * s, 16.0 * s),
+                          (trochanter, knee_ward, 14.0 * s)):
+        box_low, box_high = _capsule_box(start, end, r)
+        pieces.append((frame, tuple(box_low), tuple(box_high),
+                       lambda x, y, z, inset, start=start, end=end, r=r: _capsule_sd(x, y, z, start, end, r) + inset))
+    return pieces
 
 
 # ============================================================================ painting the trunk
