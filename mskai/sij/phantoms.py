@@ -24,7 +24,7 @@ Contents of a case (CT numbers in HU before the scanner's offset):
   in a patch of the joint's lower two thirds that grows with the grade;
 * patient and scanner: pelvic tilt (rotation about the left-right axis,
   +-15 degrees) and a small rotation about z, slice thickness 1-3 mm, pixel
-  spacing (0.6-0.9 mm for ``size="paper"``, coarser for ``"small"``), noise,
+  spacing (0.6-0.9 mm for ``size="paper"``, 1.2-1.5 mm for ``"small"``), noise,
   an HU offset, partial coverage of the joints, and optionally a hip
   prosthesis (metal, 3200-6000 HU, drawn without streaks).
 
@@ -464,7 +464,11 @@ def _joint_geometry(anatomy: _Anatomy, sacrum: np.ndarray) -> dict[str, Any]:
 
 def _field_z(rng: np.random.Generator, size: str, coverage: str | None, joint_z: tuple[float, float],
              slice_mm: float, metal_hip_z: float | None, head_radius: float) -> tuple[str, float, float]:
-    """The coverage kind and the scanned z range [bottom, top] (mm) of the slices' centres."""
+    """The coverage kind and the scanned z range [bottom, top] (mm) of the slices'
+    centres, a whole number of slices apart.  The small size covers the joints
+    with margins (down through a prosthesis's head when there is one); the
+    paper size has 200 slices from above the joints down (from the partial
+    field's bottom up for ``"part"``)."""
     kinds = rng.choice(COVERAGES, p=[0.7, 0.15, 0.15])
     margin_top, margin_bottom = rng.uniform(8, 25), rng.uniform(20, 50)
     below_top, missing = rng.uniform(3, 12), rng.uniform(0.15, 0.35)
@@ -477,8 +481,10 @@ def _field_z(rng: np.random.Generator, size: str, coverage: str | None, joint_z:
     if metal_hip_z is not None and kind != "part":
         bottom = min(bottom, metal_hip_z - 0.3 * head_radius)
     if size == "paper":
+        if kind == "part":
+            return kind, bottom, bottom + 199 * slice_mm
         top = top_z + paper_margin if kind == "full" else top
-        bottom = top - 199 * slice_mm
+        return kind, top - 199 * slice_mm, top
     n = max(int(math.ceil((top - bottom) / slice_mm)) + 1, 8)
     return kind, top - (n - 1) * slice_mm, top
 
@@ -739,9 +745,9 @@ def make_sij_case(seed: int, *, grades: Sequence[int] | None = None, size: str =
         grades: (left, right) modified New York grades 0-4; None draws them
             (the worse side 0/1/2/3+ with :data:`DEFAULT_GRADE_FRACTIONS`, so
             about half the cases are normal by the criterion).
-        size: ``"small"`` (160 x 160 pixels of 1.5-1.9 mm, 2-3 mm slices over
-            the joints and their margins, about 30-70 slices: well under two
-            seconds; for tests and training) or ``"paper"`` (512 x 512 pixels
+        size: ``"small"`` (160 x 160 pixels of 1.2-1.5 mm, 2-3 mm slices over
+            the joints and their margins, about 20-80 slices: a fraction of a
+            second; for tests and training) or ``"paper"`` (512 x 512 pixels
             of 0.6-0.9 mm, 200 slices of 1 mm from above the joints down
             through the hips).
         slice_mm: slice thickness and spacing (default drawn as above).
