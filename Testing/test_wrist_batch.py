@@ -38,7 +38,7 @@ def department(tmp_path_factory):
     folder = tmp_path_factory.mktemp("department")
     cases, truths = [], {}
     for index, seed in enumerate(SEEDS):
-        case = make_wrist_case(seed, quality="random", size=(700, 1000))
+        case = make_wrist_case(seed, quality="random", size=(700, 1000), marker_look="classic", collimation=False)
         files = write_wrist_case(case, folder / f"room{index % 2}", name=f"img{index}")
         cases.append(case)
         truths[files["image"].name] = json.loads(files["truth"].read_text())
@@ -137,7 +137,8 @@ def test_films_that_are_not_a_wrist_are_recorded_apart_not_scored(tmp_path, caps
     from mskai.wrist.phantoms import CHEST_SPACING_MM, make_chest_radiograph
 
     folder = tmp_path / "department"
-    wrists = [make_wrist_case(seed, quality="random", size=(600, 900)) for seed in (5201, 5202)]
+    wrists = [make_wrist_case(seed, quality="random", size=(600, 900), marker_look="classic", collimation=False)
+              for seed in (5201, 5202)]
     truths = {}
     for index, (case, body_part) in enumerate(zip(wrists, ("WRIST", "EXTREMITY"))):
         files = write_wrist_case(case, folder, name=f"wrist{index}", body_part=body_part)

@@ -7,13 +7,16 @@ non-letter objects (a ring, a button) that must not be taken for markers.
 """
 import json
 import os
+from pathlib import Path
 
 import matplotlib
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
+from scipy import ndimage
 
-from mskai.wrist.marker import (EDGE_REASON, FONT_SOURCES, SIMILARITY_THRESHOLD, detect_marker,
+from mskai.io import read_image
+from mskai.wrist.marker import (EDGE_REASON, FONT_SOURCES, OUTLINE_TOLERANCE, SIMILARITY_THRESHOLD, detect_marker,
                                 marker_templates, match_templates, scale_to_template)
 
 SPACING = (0.15, 0.15)
@@ -81,20 +84,35 @@ def test_a_template_matches_itself_and_the_other_letter_stays_below_threshold():
     t = marker_templates()
     for i in range(len(t.letters)):
         candidate = t.masks[i].reshape(64, 64) > 0.5
-        similarity, best = match_templates(candidate)
-        assert similarity == pytest.approx(1.0)
+        for tolerance in (0, OUTLINE_TOLERANCE):
+            similarity, best = match_templates(candidate, tolerance)
+            assert similarity == pytest.approx(1.0)
         other = np.array([letter != t.letters[i] for letter in t.letters])
-        masks = t.masks[other]
         # balanced agreement with every template of the other letter, computed directly
         c = candidate.reshape(-1)
-        scores = [0.5 * (c[m > 0.5].mean() + (~c[m < 0.5]).mean()) for m in masks]
-        assert max(scores) < SIMILARITY_THRESHOLD
+        exact = [0.5 * (c[m > 0.5].mean() + (~c[m < 0.5]).mean()) for m in t.masks[other]]
+        assert max(exact) < SIMILARITY_THRESHOLD
+        # with the one-pixel outline tolerance: letter pixels near a candidate pixel, candidate
+        # pixels far from the letter
+        near = ndimage.binary_dilation(candidate, np.ones((3, 3), bool)).reshape(-1)
+        tolerant = [0.5 * (near[m > 0.5].mean() + 1 - (c & (g < 0.5)).sum() / (m < 0.5).sum())
+                    for m, g in zip(t.masks[other], t.grown[other])]
+        assert max(tolerant) < SIMILARITY_THRESHOLD
 
 
 def test_similarity_is_balanced_pixel_agreement():
     # A full square covers every letter pixel and no background pixel: 0.5 * (1 + 0) = 0.5.
-    assert match_templates(np.ones((64, 64), bool))[0] == pytest.approx(0.5)
+    assert match_templates(np.ones((64, 64), bool), tolerance=0)[0] == pytest.approx(0.5)
+    assert match_templates(np.zeros((64, 64), bool), tolerance=0)[0] == pytest.approx(0.5)
+    # With the outline tolerance a full square still has every pixel away from the letter
+    # but its one-pixel rim counted against it: far below the threshold.
+    assert match_templates(np.ones((64, 64), bool))[0] < 0.65
     assert match_templates(np.zeros((64, 64), bool))[0] == pytest.approx(0.5)
+    # A letter one pixel bolder than its template keeps (nearly) full marks with the tolerance only.
+    t = marker_templates()
+    bolder = ndimage.binary_dilation(t.masks[0].reshape(64, 64) > 0.5, np.ones((3, 3), bool))
+    assert match_templates(bolder)[0] == pytest.approx(1.0)
+    assert match_templates(bolder, tolerance=0)[0] < 0.99
 
 
 def test_scale_to_template_stretches_the_box():
@@ -250,27 +268,195 @@ def test_bad_plane_is_refused():
 
 
 # ------------------------------------------------------------------ phantoms
-def test_detection_and_false_positive_rates_on_wrist_phantoms():
-    """40 phantoms with a complete marker (plain, mirrored, rotated; 40 % framed) and 40 without
-    (absent, cut by the edge, occluded), random foreign objects.  Measured when written: 40/40
-    detected with the right letter and position, 0/40 false positives."""
+def _rates(seeds_with, seeds_without, look):
+    """(detection rate, false-positive rate, misses, false positives) of the detector on phantoms with a
+    complete marker (plain, mirrored, rotated) and without one (absent, cut by the edge, occluded)."""
     phantoms = pytest.importorskip("mskai.wrist.phantoms")
     with_marker, without_marker = ("present", "mirrored", "rotated"), ("absent", "partial", "occluded")
-    detected, false_positives, misses = 0, 0, []
-    for i in range(40):
-        case = phantoms.make_wrist_case(500 + i, marker=with_marker[i % 3])
+    detected, misses, false_positives = 0, [], []
+    for i, seed in enumerate(seeds_with):
+        case = phantoms.make_wrist_case(seed, marker=with_marker[i % 3], marker_look=look)
         result = detect_marker(case.plane, spacing_mm=case.spacing_mm)
         x0, y0, x1, y1 = case.marker["box"]
         hit = (result.found and result.letter == case.marker["letter"]
                and result.position_px == pytest.approx(((x0 + x1) / 2, (y0 + y1) / 2), abs=4))
         detected += hit
         if not hit:
-            misses.append((500 + i, case.marker["state"], result.reason))
-    for i in range(40):
-        case = phantoms.make_wrist_case(600 + i, marker=without_marker[i % 3])
+            misses.append((seed, case.marker["state"], result.reason))
+    for i, seed in enumerate(seeds_without):
+        case = phantoms.make_wrist_case(seed, marker=without_marker[i % 3], marker_look=look)
         assert not case.marker["complete"]
-        false_positives += detect_marker(case.plane, spacing_mm=case.spacing_mm).found
-    detection_rate, false_positive_rate = detected / 40, false_positives / 40
-    print(f"marker detection rate {detection_rate:.3f}, false-positive rate {false_positive_rate:.3f}")
-    assert detection_rate >= 0.9, misses
-    assert false_positive_rate <= 0.1
+        if detect_marker(case.plane, spacing_mm=case.spacing_mm).found:
+            false_positives.append((seed, case.marker["state"]))
+    return detected / len(seeds_with), len(false_positives) / len(seeds_without), misses, false_positives
+
+
+def test_detection_and_false_positive_rates_on_real_film_looks():
+    """Phantoms with the real-film marker looks (mskai.wrist.phantom_markers: plates of both polarities,
+    on soft tissue, beside or on the collimation border, 2.5-10 % of the short side, a dot or an initial
+    beside the letter, tilted, blurred, lead dimmer than the border).  The README gives the rates of a
+    larger run (150 + 150); this one, 27 + 27, is held to >= 0.9 and <= 0.1."""
+    detection, false_positive, misses, fps = _rates(range(2000, 2027), range(12000, 12027), "real-film")
+    print(f"real-film looks: detection rate {detection:.3f}, false-positive rate {false_positive:.3f}")
+    assert detection >= 0.9, misses
+    assert false_positive <= 0.1, fps
+
+
+def test_detection_and_false_positive_rates_on_classic_markers():
+    """The generator's first look: a 6-12 mm letter, framed or not, in an empty corner (12 + 12)."""
+    detection, false_positive, misses, fps = _rates(range(500, 512), range(600, 612), "classic")
+    print(f"classic markers: detection rate {detection:.3f}, false-positive rate {false_positive:.3f}")
+    assert detection >= 0.9, misses
+    assert false_positive <= 0.1, fps
+
+
+# ------------------------------------------------------------------ real films
+DATA = Path(__file__).resolve().parent / "data" / "radiographs"
+
+
+def test_real_cr_lower_leg_mirrored_r_in_a_plate_beside_the_collimation_border():
+    """The film of the issue (NEMA WG04 RG3, pydicom-data RG3_J2KI: CR, MONOCHROME1, 1760 x 1760, no
+    pixel spacing): a mirrored R, white inside a darker square plate that stands against the bright
+    collimated border.  Its letter reads 650-800 of 1023 where the border reads 1023."""
+    image = read_image(DATA / "RG3_J2KI.dcm")
+    assert image.meta["photometric_interpretation"] == "MONOCHROME1" and image.meta["spacing_source"] != "dicom"
+    plane = image.plane
+    border = plane[1400:1460, 1300:1340]
+    result = detect_marker(plane)
+    assert result.found, result.reason
+    assert (result.letter, result.mirrored, result.rotation_deg) == ("R", True, 0)
+    assert np.allclose(result.box, (1150, 1390, 1217, 1470), atol=6)
+    assert result.similarity > SIMILARITY_THRESHOLD
+    letter = plane[result.box[1]:result.box[3] + 1, result.box[0]:result.box[2] + 1]
+    assert np.percentile(letter, 95) < np.median(border)  # the letter is dimmer than the border beside it
+    x0, y0, x1, y1 = result.plate_box
+    assert x0 < result.box[0] - 8 and y0 < result.box[1] - 8 and y1 > result.box[3] + 8  # the plate around it
+    assert x1 >= result.box[2] and (x1 - x0) < 2 * (result.box[2] - result.box[0])
+
+
+def test_real_chest_film_without_a_marker_has_none():
+    """NEMA WG04 RG1 (pydicom-data RG1_J2KI, a PA chest CR, no lead marker), a third of its size, as
+    displayed: ribs, clavicles and the collimated top edge give L-like shapes, none of lead."""
+    image = read_image(DATA / "RG1_chest_third.png")
+    result = detect_marker(image.plane)
+    assert not result.found, result
+    assert result.reason.startswith(("no L/R marker", "no complete L/R marker"))
+
+
+# ------------------------------------------------------------------ markers as real films show them
+def marker_scene(letter="R", height=70, mirrored=False, rotation=0, font="DejaVuSerif-Bold.ttf", *,
+                 background_value=1200.0, plate=None, plate_margin=0.3, letter_value=3000.0, border=None,
+                 border_value=4000.0, extra=None, tilt=0.0, blur=0.0, noise=40.0, shape=(1200, 900),
+                 top_left=(300, 500), seed=0):
+    """A flat background (soft tissue or air), optionally a bright collimation band along the right
+    edge (``border`` its width), a plate (value) around the letter, a dot or an initial beside it;
+    tilted, blurred, noisy.  Returns (image, letter box, plate box)."""
+    rng = np.random.default_rng(seed)
+    rows, cols = shape
+    img = np.full(shape, background_value, np.float32)
+    if border:
+        img[:, cols - border:] = border_value
+    mask = letter_mask(letter, font, height, mirrored, rotation)
+    if tilt:
+        mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).rotate(tilt, expand=True)) >= 128
+        rows_, cols_ = np.nonzero(mask)
+        mask = mask[rows_.min():rows_.max() + 1, cols_.min():cols_.max() + 1]
+    x0, y0 = top_left
+    h, w = mask.shape
+    plate_box = None
+    margin = int(plate_margin * height)
+    extra_w = 0
+    if extra == "dot":
+        extra_mask = np.hypot(*np.mgrid[-8:9, -8:9]) <= 8
+    elif extra == "initial":
+        extra_mask = letter_mask("A", font, height // 3)
+    else:
+        extra_mask = None
+    if extra_mask is not None:
+        extra_w = extra_mask.shape[1] + height // 5
+    if plate is not None:
+        plate_box = (x0 - margin, y0 - margin, x0 + w + extra_w + margin - 1, y0 + h + margin - 1)
+        img[plate_box[1]:plate_box[3] + 1, plate_box[0]:plate_box[2] + 1] = plate
+    img[y0:y0 + h, x0:x0 + w][mask] = letter_value
+    if extra_mask is not None:
+        ex, ey = x0 + w + height // 5, y0 + h - extra_mask.shape[0]
+        img[ey:ey + extra_mask.shape[0], ex:ex + extra_mask.shape[1]][extra_mask] = letter_value
+    if blur:
+        img = ndimage.gaussian_filter(img, blur)
+    img = img + rng.normal(0, noise, shape)
+    return np.clip(img, 0, 4095).astype(np.float32), (x0, y0, x0 + w - 1, y0 + h - 1), plate_box
+
+
+def assert_found(result, letter, box, mirrored=None, rotation=None, atol=4):
+    assert result.found, result.reason
+    assert result.letter == letter
+    assert np.allclose(result.box, box, atol=atol), (result.box, box)
+    if mirrored is not None:
+        assert (result.mirrored, result.rotation_deg) == (mirrored, rotation)
+
+
+def test_white_letter_in_a_darker_plate_against_a_brighter_collimation_border():
+    """The issue's film in a drawing: air, a plate a little brighter than air, a letter dimmer than the
+    saturated border it stands against (no spacing: letter size relative to the image)."""
+    img, box, plate_box = marker_scene("R", 80, True, 0, background_value=40, plate=110, plate_margin=0.25,
+                                       letter_value=720, border=300, border_value=1023, noise=4,
+                                       top_left=(900 - 300 - 80 - 20, 600))
+    assert plate_box[2] >= 900 - 300 - 1 - 4  # the plate reaches the border
+    result = detect_marker(img)
+    assert_found(result, "R", box, True, 0)
+    assert result.plate_box is not None and result.plate_box[0] <= plate_box[0] + 3
+
+
+@pytest.mark.parametrize("background_value, plate", [(1200.0, 1800.0), (1400.0, 500.0), (250.0, 700.0),
+                                                     (1800.0, 900.0)])
+def test_plate_brighter_or_darker_than_the_background(background_value, plate):
+    img, box, plate_box = marker_scene("L", 60, False, 90, "DejaVuSansMono-Bold.ttf",
+                                       background_value=background_value, plate=plate)
+    result = detect_marker(img, spacing_mm=SPACING)
+    assert_found(result, "L", box)
+    assert result.plate_box is not None
+    assert np.allclose(result.plate_box, plate_box, atol=4), (result.plate_box, plate_box)
+
+
+def test_letter_on_the_collimation_border_brighter_than_it():
+    img, box, _ = marker_scene("R", 60, False, 270, border=250, border_value=2500, letter_value=3900,
+                               top_left=(900 - 200, 400))
+    assert_found(detect_marker(img, spacing_mm=SPACING), "R", box, False, 270)
+
+
+@pytest.mark.parametrize("fraction", [0.02, 0.05, 0.10])
+def test_letter_sizes_from_2_to_10_percent_of_the_short_side(fraction):
+    shape = (1400, 1000)
+    height = int(round(fraction * min(shape)))
+    img, box, _ = marker_scene("R", height, False, 0, shape=shape, top_left=(200, 300), plate=1600)
+    assert_found(detect_marker(img), "R", box)  # spacing unknown: sizes relative to the image
+
+
+@pytest.mark.parametrize("extra", ["dot", "initial"])
+def test_a_dot_or_an_operator_initial_beside_the_letter(extra):
+    img, box, _ = marker_scene("L", 70, True, 0, "DejaVuSerif-Bold.ttf", extra=extra, plate=1700)
+    assert_found(detect_marker(img, spacing_mm=SPACING), "L", box)
+
+
+@pytest.mark.parametrize("tilt, blur, noise", [(5.0, 0.0, 40.0), (-6.0, 1.5, 40.0), (0.0, 2.0, 150.0)])
+def test_tilted_blurred_and_noisy_letters(tilt, blur, noise):
+    img, box, _ = marker_scene("R", 70, False, 180, tilt=tilt, blur=blur, noise=noise, plate=1700)
+    assert_found(detect_marker(img, spacing_mm=SPACING), "R", box, atol=6)
+
+
+def test_a_faint_letter_shaped_structure_is_not_lead():
+    """A bone-like L (a little brighter than the soft tissue, unevenly) is not a marker."""
+    img, box, _ = marker_scene("L", 80, background_value=1200, letter_value=1550, noise=30)
+    x0, y0, x1, y1 = box
+    img[y0:y1 + 1, x0:x1 + 1] += np.linspace(0, 250, x1 - x0 + 1)[None, :].astype(np.float32)
+    img[40:80, 40:120] = 4000  # something bright elsewhere sets the image's range, as metal or lead does
+    result = detect_marker(img, spacing_mm=SPACING)
+    assert not result.found
+    assert any(c["reason"].startswith("not lead") for c in result.candidates) or "not lead" in result.reason
+
+
+def test_a_letter_in_a_plate_cut_by_the_image_edge_is_not_counted():
+    img, box, _ = marker_scene("R", 70, plate=600, background_value=300, top_left=(700, 500))
+    img = img[:, :box[0] + (box[2] - box[0]) // 2]  # the film ends across the letter
+    result = detect_marker(img, spacing_mm=SPACING)
+    assert not result.found and result.candidates and result.candidates[0]["reason"] == EDGE_REASON

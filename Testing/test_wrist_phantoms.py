@@ -238,7 +238,7 @@ def marker_crop(case) -> np.ndarray:
 
 
 def test_mirrored_and_rotated_markers_are_the_original_glyph_transformed():
-    kwargs = dict(view="AP", artifact=False)
+    kwargs = dict(view="AP", artifact=False, marker_look="classic", collimation=False)
     seed = next(s for s in range(80, 120) if not make_wrist_case(s, marker="present", **kwargs).marker["framed"])
     present = make_wrist_case(seed, marker="present", **kwargs)
     mirrored = make_wrist_case(seed, marker="mirrored", **kwargs)
@@ -261,13 +261,14 @@ def test_mirrored_and_rotated_markers_are_the_original_glyph_transformed():
 
 def test_marker_lies_away_from_the_anatomy():
     for seed in range(90, 95):
-        case = make_wrist_case(seed, marker="present", artifact=False)
+        case = make_wrist_case(seed, marker="present", artifact=False, marker_look="classic")
         x0, y0, x1, y1 = case.marker["box"]
         assert not case.soft_tissue_mask[y0: y1 + 1, x0: x1 + 1].any()
 
 
 def test_partial_occluded_and_absent_markers():
-    partial = make_wrist_case(101, marker="partial", artifact=False)
+    classic = dict(artifact=False, marker_look="classic", collimation=False)
+    partial = make_wrist_case(101, marker="partial", **classic)
     rows, cols = partial.plane.shape
     x0, y0, x1, y1 = partial.marker["box"]
     assert not partial.marker["complete"] and partial.expected["marker_score"] == 0
@@ -275,16 +276,124 @@ def test_partial_occluded_and_absent_markers():
     edges = np.concatenate([partial.plane[0], partial.plane[-1], partial.plane[:, 0], partial.plane[:, -1]])
     assert (edges >= BRIGHT).sum() >= 3  # the cut letter reaches the image edge
 
-    present = make_wrist_case(102, marker="present", artifact=False)
-    occluded = make_wrist_case(102, marker="occluded", artifact=False)
+    present = make_wrist_case(102, marker="present", **classic)
+    occluded = make_wrist_case(102, marker="occluded", **classic)
     assert present.expected["marker_score"] == 20 and occluded.expected["marker_score"] == 0
     assert not occluded.marker["complete"]
     # The occluder adds saturated pixels around the letter.
     assert (occluded.plane >= BRIGHT).sum() > (present.plane >= BRIGHT).sum() * 1.2
 
-    absent = make_wrist_case(102, marker="absent", artifact=False)
+    absent = make_wrist_case(102, marker="absent", **classic)
     assert absent.marker["letter"] is None and absent.marker["box"] is None
     assert not (absent.plane >= BRIGHT).any()
+
+
+# ---- real-film marker looks and the collimation border ------------------------------------------
+
+def _ring_median(plane, box, width):
+    """Median of the ring of ``width`` pixels just outside ``box`` (clipped to the image)."""
+    x0, y0, x1, y1 = box
+    rows, cols = plane.shape
+    outer = plane[max(y0 - width, 0):min(y1 + width + 1, rows), max(x0 - width, 0):min(x1 + width + 1, cols)]
+    inner = np.zeros(outer.shape, bool)
+    inner[y0 - max(y0 - width, 0):y0 - max(y0 - width, 0) + y1 - y0 + 1,
+          x0 - max(x0 - width, 0):x0 - max(x0 - width, 0) + x1 - x0 + 1] = True
+    return float(np.median(outer[~inner]))
+
+
+@pytest.mark.parametrize("plate", ["bright", "dark"])
+def test_plates_of_both_polarities_hold_a_brighter_letter(plate):
+    case = make_wrist_case(120, view="AP", artifact=False, marker="present", collimation=False,
+                           marker_look={"plate": plate, "placement": "corner", "extra": None, "tilt_deg": 0.0,
+                                        "height_px": 60.0, "lead_density": 3.0})
+    info = case.marker
+    assert info["look"]["style"] == "real-film" and info["complete"] and info["plate_box"] is not None
+    px0, py0, px1, py1 = info["plate_box"]
+    x0, y0, x1, y1 = info["box"]
+    assert px0 < x0 and py0 < y0 and px1 > x1 and py1 > y1  # the plate holds the letter
+    plane = case.plane
+    letter = plane[y0:y1 + 1, x0:x1 + 1]
+    plate_pixels = plane[py0:py1 + 1, px0:px1 + 1].copy()
+    plate_pixels[y0 - py0:y1 - py0 + 1, x0 - px0:x1 - px0 + 1] = np.nan
+    plate_level = np.nanmedian(plate_pixels)
+    around = _ring_median(plane, info["plate_box"], 6)
+    assert np.percentile(letter, 95) > plate_level + 1000  # the letter is brighter than its plate
+    if plate == "bright":
+        assert plate_level > around + 60
+    else:
+        assert plate_level < around - 40 or plate_level <= 5  # darker, or clipped at black in air
+
+
+def test_marker_beside_and_on_the_collimation_border():
+    beside = make_wrist_case(121, view="AP", artifact=False, marker="present", collimation=True,
+                             marker_look={"placement": "beside_border", "plate": "dark", "gap_mm": 0.0})
+    edges = beside.positioning["collimation"]["edges"]
+    assert edges and beside.marker["placement"] == "beside_border"
+    rows, cols = beside.plane.shape
+    px0, py0, px1, py1 = beside.marker["plate_box"]
+    gaps = {"left": px0 - edges.get("left", -99), "right": (cols - 1 - edges.get("right", -99)) - px1,
+            "top": py0 - edges.get("top", -99), "bottom": (rows - 1 - edges.get("bottom", -99)) - py1}
+    assert min(abs(gaps[edge]) for edge in edges) <= 3  # the plate stands against the border
+    # The border is bright: brighter than the exposed air next to it.
+    for edge, width in edges.items():
+        strip = {"left": beside.plane[:, :width // 2], "right": beside.plane[:, cols - width // 2:],
+                 "top": beside.plane[:width // 2], "bottom": beside.plane[rows - width // 2:]}[edge]
+        assert np.median(strip) > 1500, edge
+
+    on = next(make_wrist_case(seed, view="AP", artifact=False, marker="present", collimation=True,
+                              marker_look={"placement": "on_border", "height_px": 20.0, "plate": None})
+              for seed in range(122, 140)
+              if make_wrist_case(seed, view="AP", artifact=False, marker="absent", collimation=True,
+                                 noise=False).positioning["collimation"]["edges"])
+    if on.marker["placement"] == "on_border":
+        x0, y0, x1, y1 = on.marker["box"]
+        assert np.percentile(on.plane[y0:y1 + 1, x0:x1 + 1], 95) > _ring_median(on.plane, on.marker["box"], 3) + 500
+
+
+def test_collimation_border_keeps_clear_of_the_keypoints():
+    for seed in range(130, 140):
+        case = make_wrist_case(seed, collimation=True, marker="absent", artifact=False, noise=False)
+        rows, cols = case.plane.shape
+        for edge, width in case.positioning["collimation"]["edges"].items():
+            for point in case.keypoints.values():
+                if point is None:
+                    continue
+                distance = {"left": point[0], "right": cols - 1 - point[0], "top": point[1],
+                            "bottom": rows - 1 - point[1]}[edge]
+                assert distance - width >= 3.0 / case.spacing_mm[0] - 1
+
+
+def test_marker_on_soft_tissue_small_and_large_letters_dot_and_initial():
+    tissue = make_wrist_case(141, view="AP", artifact=False, marker="present", collimation=False,
+                             marker_look={"placement": "tissue", "plate": None, "extra": "dot"})
+    assert tissue.marker["placement"] == "tissue"
+    x0, y0, x1, y1 = tissue.marker["box"]
+    assert tissue.soft_tissue_mask[(y0 + y1) // 2, (x0 + x1) // 2]
+    short = min(tissue.plane.shape)
+    for fraction in (0.02, 0.10):
+        case = make_wrist_case(142, view="LAT", artifact=False, marker="present", collimation=False,
+                               marker_look={"height_px": fraction * short, "extra": "initial", "tilt_deg": 4.0})
+        x0, y0, x1, y1 = case.marker["box"]
+        height = max(x1 - x0, y1 - y0) + 1  # tilted by 4 degrees: the box grows a little
+        assert height == pytest.approx(max(fraction * short, 12), rel=0.2)
+        # The initial stands beside the letter: bright lead outside the letter's box.
+        level = 0.5 * (np.percentile(case.plane[y0:y1 + 1, x0:x1 + 1], 95)
+                       + _ring_median(case.plane, (x0, y0, x1, y1), 4))
+        lead = case.marker_mask & (case.plane > level)
+        outside = lead.copy()
+        outside[y0:y1 + 1, x0:x1 + 1] = False
+        assert outside.sum() > 3
+
+
+def test_real_film_looks_vary_with_the_seed():
+    looks = [make_wrist_case(seed, marker="present", noise=False).marker["look"] for seed in range(150, 190)]
+    real = [look for look in looks if look != "classic"]
+    assert 0 < len(looks) - len(real) < len(looks) // 2  # some classic markers, mostly real-film ones
+    assert {look["plate"] for look in real} == {"bright", "dark", None}
+    assert {look["extra"] for look in real} == {"dot", "initial", None}
+    assert {"corner", "tissue"} <= {look["placement"] for look in real}
+    assert len({look["font"] for look in real}) >= 4
+    assert any(look["tilt_deg"] for look in real) and any(look["blur_px"] > 1 for look in real)
 
 
 def is_empty(value) -> bool:

@@ -46,19 +46,24 @@ RESULT_KEYS = {"task", "verdict", "score", "model", "input", "warnings", "eviden
                "lost_points", "coordinate_system"}
 
 
+# The pipeline's cases carry the classic marker (found on every one of them); the marker detector
+# meets the real-film looks in test_wrist_marker.py.
+CLASSIC = {"marker_look": "classic", "collimation": False}
+
+
 @pytest.fixture(scope="module")
 def ap_case():
-    return make_wrist_case(410_001, view="AP", quality="excellent", artifact=False, marker="present")
+    return make_wrist_case(410_001, view="AP", quality="excellent", artifact=False, marker="present", **CLASSIC)
 
 
 @pytest.fixture(scope="module")
 def lat_case():
-    return make_wrist_case(410_002, view="LAT", quality="poor", artifact=False, marker="present")
+    return make_wrist_case(410_002, view="LAT", quality="poor", artifact=False, marker="present", **CLASSIC)
 
 
 @pytest.fixture(scope="module")
 def ring_case():
-    return make_wrist_case(410_003, view="AP", quality="moderate", artifact="ring", marker="present")
+    return make_wrist_case(410_003, view="AP", quality="moderate", artifact="ring", marker="present", **CLASSIC)
 
 
 @pytest.fixture(scope="module")
@@ -436,3 +441,28 @@ def test_demo_bundles_refuse_a_chest_png_without_body_part(tmp_path):
     png = write_png(np.rint(make_chest_radiograph(7)).astype(np.uint16), tmp_path / "chest.png", bit_depth=16)
     with pytest.raises(NotAWristError, match="^no wrist found: no BodyPartExamined, and 0 of 3 AP keypoints"):
         analyze_radiograph(read_image(png), device="cpu")
+
+
+@NEEDS_DEMO_BUNDLES
+def test_real_lower_leg_film_is_no_wrist_and_forced_finds_its_marker(tmp_path, capsys, monkeypatch):
+    """The issue's film (Testing/data/radiographs/RG3_J2KI.dcm: a real CR lower leg, BodyPartExamined
+    EXTREMITY, MONOCHROME1, no spacing, a mirrored R in a plate beside the collimation border): refused
+    in one line by the demo bundles; with --force scored with the reason as a warning, the R found."""
+    monkeypatch.setenv("MSKAI_HOME", str(tmp_path / "home"))
+    film = REPOSITORY / "Testing" / "data" / "radiographs" / "RG3_J2KI.dcm"
+    out = tmp_path / "out"
+    code = main(["analyze", "wrist", str(film), "--output", str(out), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and not (out / "result.json").exists()
+    assert err.startswith("mskai: error: no wrist found: BodyPartExamined EXTREMITY does not say wrist")
+    assert err.rstrip().endswith("use --force to score anyway")
+    code = main(["analyze", "wrist", str(film), "--output", str(out), "--device", "cpu", "--force"])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads((out / "result.json").read_text())
+    assert any(w.startswith("no wrist found: BodyPartExamined EXTREMITY") and "--force" in w
+               for w in result["warnings"])
+    marker = result["parts"]["marker"]
+    assert marker["found"] and marker["letter"] == "R" and marker["mirrored"] is True and marker["score"] == 20
+    assert marker["plate_box"] is not None
+    evidence = next(e for e in result["evidence"] if e["kind"] == "marker")
+    assert evidence["plate_box_px"] == marker["plate_box"]

@@ -50,6 +50,8 @@ from scipy import ndimage
 
 from mskai.phantoms.writers import truth_json, write_png, write_radiograph_dicom
 from mskai.wrist.phantom_layout import layout_truth
+from mskai.wrist.phantom_markers import (CLASSIC_SHARE, COLLIMATION_SHARE, collimation_band, draw_look, marker_bitmaps,
+                                         place_marker)
 from mskai.wrist.scoring import VIEW_KEYPOINTS, grade_total
 from mskai.wrist.tags import TAG_KEYWORDS
 
@@ -63,7 +65,7 @@ MARKER_FONTS = ("DejaVuSerif-Bold.ttf", "DejaVuSansMono-Bold.ttf")
 CHEST_SPACING_MM = 0.35
 
 _STREAMS = {"anatomy": 1, "position": 2, "artifact": 3, "marker": 4, "noise": 5, "tags": 6,
-            "texture": 7}
+            "texture": 7, "marker_look": 8, "collimation": 9}
 _METAL_BRIGHT = 3900  # every fully covered metal pixel reads at least this (it saturates)
 
 
@@ -765,10 +767,14 @@ def _marker_bitmap(font: str, letter: str, height_px: float, mirrored: bool, qua
 
 
 def _add_marker(rng: np.random.Generator, state: str, letter: str, occupied: np.ndarray,
-                metal: np.ndarray, spacing: float) -> tuple[dict[str, Any], np.ndarray]:
-    """Draw the lead marker into ``metal`` in a corner away from ``occupied`` (anatomy, artifact).
+                metal: np.ndarray, spacing: float, look: dict[str, Any] | None = None,
+                soft_tissue: np.ndarray | None = None, keypoints: dict[str, Any] | None = None,
+                collimation: dict[str, Any] | None = None) -> tuple[dict[str, Any], np.ndarray]:
+    """Draw the lead marker into ``metal``: the classic look (``look`` None) in a corner away from
+    ``occupied`` (anatomy, artifact, collimation border), or a real-film look
+    (:mod:`mskai.wrist.phantom_markers`) where its placement says.
 
-    The marker's look (font, size, frame, corner order, inset) is drawn first so that
+    The marker's classic look (font, size, frame, corner order, inset) is drawn first so that
     the same seed gives the same marker whatever the state."""
     rows, cols = metal.shape
     font = MARKER_FONTS[rng.integers(len(MARKER_FONTS))]
@@ -783,47 +789,69 @@ def _add_marker(rng: np.random.Generator, state: str, letter: str, occupied: np.
                             "complete": state in ("present", "mirrored", "rotated"),
                             "mirrored": state == "mirrored",
                             "rotation_deg": 90 * quarter_turns if state == "rotated" else 0,
-                            "font": font, "height_mm": round(height_mm, 2), "framed": framed}
+                            "font": font, "height_mm": round(height_mm, 2), "framed": framed,
+                            "look": "classic" if look is None else look, "placement": "corner", "plate_box": None}
     mask = np.zeros(metal.shape, bool)
     if state == "absent":
         info.update(font=None, height_mm=None, framed=False)
         return info, mask
-    lead, letter_cov = _marker_bitmap(font, letter, height_mm / spacing, state == "mirrored",
-                                      quarter_turns if state == "rotated" else 0, framed, spacing)
-    bh, bw = lead.shape
+    turns = quarter_turns if state == "rotated" else 0
     inset = int(round(inset_mm / spacing))
-    clearance = int(round(3.0 / spacing))
-    best = None
-    for corner in corners:
-        top, left = corner in (0, 1), corner in (0, 2)
-        y0 = inset if top else rows - inset - bh
-        x0 = inset if left else cols - inset - bw
-        ya, yb = max(y0 - clearance, 0), min(y0 + bh + clearance, rows)
-        xa, xb = max(x0 - clearance, 0), min(x0 + bw + clearance, cols)
-        overlap = occupied[ya:yb, xa:xb].mean() if yb > ya and xb > xa else 1.0
-        if best is None or overlap < best[0] - 1e-9:
-            best = (overlap, y0, x0, top, left)
-        if overlap == 0:
-            break
-    _, y0, x0, top, left = best
+    if look is None:
+        lead, letter_cov = _marker_bitmap(font, letter, height_mm / spacing, state == "mirrored", turns, framed,
+                                          spacing)
+        plate = np.zeros_like(lead)
+        y0, x0, placement = place_marker({"placement": "corner", "position_draw": 0.0}, lead.shape, rows, cols,
+                                         spacing, occupied, occupied, {}, {}, corners, inset)
+    else:
+        lead, letter_cov, plate = marker_bitmaps(look, letter, state == "mirrored", turns)
+        y0, x0, placement = place_marker(look, lead.shape, rows, cols, spacing, occupied,
+                                         soft_tissue if soft_tissue is not None else np.zeros_like(occupied),
+                                         keypoints or {}, collimation or {}, corners, inset)
+        info.update(font=look["font"], height_mm=look["height_mm"], framed=False)
+    info["placement"] = placement
+    bh, bw = lead.shape
+    top, left = y0 + bh / 2 < rows / 2, x0 + bw / 2 < cols / 2
     if state == "partial":  # slide the marker over the nearest horizontal or vertical edge
+        # cut_fraction of the letter itself (not of its plate or frame) falls outside
+        ly, lx = np.nonzero(letter_cov >= 0.5)
         if rng.random() < 0.5:
-            x0 = -int(bw * cut_fraction) if left else cols - bw + int(bw * cut_fraction)
+            cut = int(round((lx.max() - lx.min() + 1) * cut_fraction))
+            x0 = -(lx.min() + cut) if left else cols - 1 - lx.max() + cut
         else:
-            y0 = -int(bh * cut_fraction) if top else rows - bh + int(bh * cut_fraction)
+            cut = int(round((ly.max() - ly.min() + 1) * cut_fraction))
+            y0 = -(ly.min() + cut) if top else rows - 1 - ly.max() + cut
     patch = np.zeros((rows, cols), np.float32)
     letter_patch = np.zeros((rows, cols), np.float32)
+    plate_patch = np.zeros((rows, cols), np.float32)
     ys, xs = slice(max(y0, 0), min(y0 + bh, rows)), slice(max(x0, 0), min(x0 + bw, cols))
     src = (slice(ys.start - y0, ys.stop - y0), slice(xs.start - x0, xs.stop - x0))
     patch[ys, xs] = lead[src]
     letter_patch[ys, xs] = letter_cov[src]
-    if state == "occluded":  # a saturating object (tape with a clip) over part of the letter
-        cover_w = int(round(bw * occlusion_fraction))
-        cx0 = xs.start if rng.random() < 0.5 else xs.stop - cover_w
-        cy0, cy1 = max(ys.start - int(2 / spacing), 0), min(ys.stop + int(2 / spacing), rows)
-        patch[cy0:cy1, cx0: cx0 + cover_w] = 1.0
-    metal += rng.uniform(5.0, 7.0) * patch
-    mask = patch >= 0.5
+    plate_patch[ys, xs] = plate[src]
+    if state == "occluded":  # a saturating object (tape with a clip) over part of the letter itself
+        ly, lx = np.nonzero(letter_patch >= 0.5)
+        lx0, lx1, ly0, ly1 = lx.min(), lx.max() + 1, ly.min(), ly.max() + 1
+        cover_w = int(round((lx1 - lx0) * occlusion_fraction))
+        cx0 = lx0 if rng.random() < 0.5 else lx1 - cover_w
+        cy0, cy1 = max(ly0 - int(2 / spacing), 0), min(ly1 + int(2 / spacing), rows)
+        occluder = np.zeros((rows, cols), np.float32)
+        occluder[cy0:cy1, cx0: cx0 + cover_w] = 1.0
+        if look is None:
+            patch = np.maximum(patch, occluder)
+        else:
+            metal += 6.0 * occluder
+            mask |= occluder >= 0.5
+    if look is None:
+        metal += rng.uniform(5.0, 7.0) * patch
+    else:
+        # A bright plate is plastic; a dark one is the halo that film processing leaves around lead.
+        plate_density = look["plate_density"] * (1.0 if look["plate"] == "bright" else -0.6)
+        metal += look["lead_density"] * patch + plate_density * plate_patch
+        if (plate_patch >= 0.5).any():
+            yy, xx = np.nonzero(plate_patch >= 0.5)
+            info["plate_box"] = [int(xx.min()), int(yy.min()), int(xx.max()), int(yy.max())]
+    mask |= (patch >= 0.5) | (plate_patch >= 0.5)
     visible = letter_patch >= 0.5
     if visible.any():
         yy, xx = np.nonzero(visible)
@@ -851,6 +879,8 @@ def make_wrist_case(
     positioning: dict[str, Any] | None = None,
     laterality: str | None = None,
     noise: bool = True,
+    marker_look: str | dict[str, Any] | None = None,
+    collimation: bool | None = None,
 ) -> WristCase:
     """One synthetic wrist radiograph with its ground truth.
 
@@ -872,6 +902,14 @@ def make_wrist_case(
         laterality: ``"R"`` (radius / palm on the image's left) or ``"L"``
             (mirrored); default random.
         noise: False gives a noise- and texture-free image (for geometry tests).
+        marker_look: ``"classic"`` (a 6-12 mm letter, framed or not, in an empty
+            corner, saturating), ``"real-film"`` (:mod:`mskai.wrist.phantom_markers`:
+            plates of both polarities, on soft tissue or at the collimation border,
+            2.5-10 % of the short side, a dot or an initial beside it, tilted,
+            blurred), a dict of real-film look entries to override, or None
+            (random: classic 30 %).
+        collimation: a bright collimation border along one or two edges (True),
+            none (False) or random (None: 40 %).
 
     Returns:
         A :class:`WristCase`.
@@ -947,10 +985,26 @@ def make_wrist_case(
     state = marker or state_draw
     if state not in MARKER_STATES:
         raise ValueError(f"marker must be one of {MARKER_STATES}, got {state!r}")
-    occupied = soft_mask | artifact_mask
-    marker_info, marker_mask = _add_marker(mk_rng, state, side, occupied, metal, place.spacing)
+    col_rng = _stream(seed, "collimation")
+    collimated = bool(col_rng.random() < COLLIMATION_SHARE) if collimation is None else bool(collimation)
+    band = np.zeros((rows, cols), np.float32)
+    collimation_info: dict[str, Any] = {"edges": {}, "density": None}
+    if collimated:
+        band, collimation_info = collimation_band(col_rng, rows, cols, place.spacing, keypoints)
+    look_rng = _stream(seed, "marker_look")
+    classic = (look_rng.random() < CLASSIC_SHARE) if marker_look is None else marker_look == "classic"
+    if not classic and marker_look not in (None, "real-film") and not isinstance(marker_look, dict):
+        raise ValueError(f"marker_look must be 'classic', 'real-film', a dict or None, got {marker_look!r}")
+    look = None
+    if not classic:
+        look = draw_look(look_rng, min(rows, cols), place.spacing, bool(collimation_info["edges"]))
+        look.update(marker_look if isinstance(marker_look, dict) else {})
+    occupied = soft_mask | artifact_mask | (band > 0.1)
+    marker_info, marker_mask = _add_marker(mk_rng, state, side, occupied, metal, place.spacing, look,
+                                           soft_tissue=soft_mask & ~bone_mask & ~artifact_mask,
+                                           keypoints=keypoints, collimation=collimation_info)
 
-    plane = _expose(soft + bone, metal, _stream(seed, "noise"), noise)
+    plane = _expose(soft + bone + band, metal, _stream(seed, "noise"), noise)
     expected = {
         "layout": expected,
         "layout_total": expected["total"],
@@ -963,6 +1017,7 @@ def make_wrist_case(
         "origin_px": [float(v) for v in place.origin_px],
         "anatomy_scale": k,
         "laterality": side,
+        "collimation": collimation_info,
     }
     if ulna_shift is not None:
         positioning_info["ulna_shift_mm"] = ulna_shift

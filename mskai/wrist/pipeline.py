@@ -304,7 +304,7 @@ def _marker_evidence(image: Image, marker: Mapping[str, Any]) -> list[dict[str, 
     if not marker.get("found"):
         return []
     return [{"kind": "marker", "label": f"{marker['letter']} marker", **_pixel_evidence(image, marker["position_px"]),
-             "box_px": marker["box"], "similarity": marker["similarity"]}]
+             "box_px": marker["box"], "plate_box_px": marker.get("plate_box"), "similarity": marker["similarity"]}]
 
 
 def _artifact_evidence(image: Image, heatmap: np.ndarray | None, artifact: Mapping[str, Any]) -> list[dict]:

@@ -88,6 +88,13 @@ def item_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     if marker["found"]:
         x, y = marker["position_px"]
         measured = f"{marker['letter']} at ({x:.0f}, {y:.0f}) px, similarity {marker['similarity']:.2f}"
+        turned = [word for word, on in (("mirrored", marker.get("mirrored")),
+                                         (f"turned {marker.get('rotation_deg')}°", marker.get("rotation_deg")))
+                  if on]
+        if turned:
+            measured += f", {' and '.join(turned)}"
+        if marker.get("plate_box"):
+            measured += ", on a plate"
     else:
         measured = f"not found (best similarity {marker.get('similarity', 0.0):.2f})"
     rows.append({"part": "marker", "item": "L/R lead marker", "points": marker["score"], "max": marker["max"],
@@ -143,6 +150,9 @@ def measurement_shapes(result: Mapping[str, Any]) -> dict[str, list]:
         x0, y0, x1, y1 = marker["box"]
         label = f"{marker['letter']} marker" if marker["found"] else "marker candidate"
         boxes.append((x0 - 0.5, y0 - 0.5, x1 + 0.5, y1 + 0.5, label))
+    if marker.get("plate_box"):
+        x0, y0, x1, y1 = marker["plate_box"]
+        boxes.append((x0 - 0.5, y0 - 0.5, x1 + 0.5, y1 + 0.5, ""))
     for candidate in ([] if marker["found"] else marker.get("candidates", [])[:1]):
         x0, y0, x1, y1 = candidate["box"]
         boxes.append((x0 - 0.5, y0 - 0.5, x1 + 0.5, y1 + 0.5, f"{candidate['letter']}? (not complete)"))
@@ -215,8 +225,10 @@ def draw_annotated(axes: Any, plane: np.ndarray, result: Mapping[str, Any],
                           bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "linewidth": 0})
     for x0, y0, x1, y1, label in shapes["boxes"]:
         colour = COLOURS["marker"] if "?" not in label else COLOURS["missing"]
-        axes.plot([x0, x1, x1, x0, x0], [y0, y0, y1, y1, y0], color=colour, linewidth=1.6)
-        axes.annotate(label, (x0, y0), color=colour, fontsize=font, xytext=(0, 4), textcoords="offset points")
+        axes.plot([x0, x1, x1, x0, x0], [y0, y0, y1, y1, y0], color=colour, linewidth=1.6 if label else 0.8,
+                  linestyle="-" if label else "--")  # the letter's box, and its plate's (dashed, no label)
+        if label:
+            axes.annotate(label, (x0, y0), color=colour, fontsize=font, xytext=(0, 4), textcoords="offset points")
     for x, y, label in shapes["points"]:
         is_keypoint = label in result["keypoints"]
         colour = COLOURS["keypoint"] if is_keypoint else COLOURS["line"]

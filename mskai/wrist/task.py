@@ -18,10 +18,14 @@ if TYPE_CHECKING:
     from mskai.wrist.models import WristModels
     from mskai.wrist.pipeline import WristAnalysis
 
+_AS_TRAINED = {"marker_look": "classic", "collimation": False}  # the phantoms the demo bundles were trained on
 DEMO_CASES = (
-    DemoCase("excellent_ap", 410_001, {"view": "AP", "quality": "excellent", "artifact": False, "marker": "present"}),
-    DemoCase("poor_lateral", 410_003, {"view": "LAT", "quality": "poor", "artifact": False, "marker": "present"}),
-    DemoCase("ring", 410_008, {"view": "AP", "quality": "moderate", "artifact": "ring", "marker": "present"}),
+    DemoCase("excellent_ap", 410_001, {"view": "AP", "quality": "excellent", "artifact": False, "marker": "present",
+                                       **_AS_TRAINED}),
+    DemoCase("poor_lateral", 410_003, {"view": "LAT", "quality": "poor", "artifact": False, "marker": "present",
+                                       **_AS_TRAINED}),
+    DemoCase("ring", 410_008, {"view": "AP", "quality": "moderate", "artifact": "ring", "marker": "present",
+                               **_AS_TRAINED}),
 )
 """The demo cases: name, phantom seed, :func:`mskai.wrist.phantoms.make_wrist_case` options.
 Ground truth with complete tags: grade A (100/100), C (70: layout 6/36) and B (80: no artifact
