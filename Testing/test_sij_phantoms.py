@@ -329,15 +329,18 @@ def test_make_sij_dataset_writes_the_csv_and_the_cases(tmp_path):
     with csv_path.open() as handle:
         reader = csv.DictReader(handle)
         assert tuple(reader.fieldnames) == DATASET_COLUMNS
-        assert reader.fieldnames[:7] == ["id", "image", "grade_left", "grade_right", "range_mm", "lesion", "split"]
         rows = list(reader)
+    from mskai.sij.dataset import read_dataset
+
+    dataset = read_dataset(csv_path)  # the task's own reader takes what the generator writes
+    assert [case.case_id for case in dataset.cases] == [row["case_id"] for row in rows]
     assert len(rows) == 5 and {row["split"] for row in rows} <= {"train", "val", "test"}
     for row in rows:
         for key in ("image", "lesion", "bones"):
             assert (tmp_path / row[key]).is_file()
         truth = json.loads((tmp_path / row["image"]).parent.joinpath("truth.json").read_text())
-        assert truth["case_id"] == row["id"]
-        assert (int(row["grade_left"]), int(row["grade_right"])) == (truth["grade_left"], truth["grade_right"])
+        assert truth["case_id"] == row["case_id"]
+        assert (int(row["grade_left"]), int(row["grade_right"])) == (truth["ny_grade_left"], truth["ny_grade_right"])
         z0, z1 = (float(v) for v in row["range_mm"].split(";"))
         np.testing.assert_allclose([z0, z1], truth["analysed_range_mm"], atol=0.006)
         lesion = read_image(tmp_path / row["lesion"])

@@ -107,10 +107,8 @@ top; a scan covering only part (the lowest 15-35 % of the joints missing)."""
 ANALYSED_SHARE = 2.0 / 3.0
 """The analysed range is the lower ``ANALYSED_SHARE`` of the joints' cranio-caudal
 span (the paper's "middle and lower part of the joint space")."""
-DATASET_COLUMNS = ("id", "image", "grade_left", "grade_right", "range_mm", "lesion", "split",
-                   "bones", "ny_grade_left", "ny_grade_right")
-"""``dataset.csv``: the first seven columns are the task's dataset format; the
-last three are extras a range finder or a per-side analysis can use."""
+DATASET_COLUMNS = ("case_id", "image", "grade_left", "grade_right", "range_mm", "lesion", "bones", "split")
+"""``dataset.csv``: the task's dataset format (:mod:`mskai.sij.dataset`)."""
 DEFAULT_GRADE_FRACTIONS = (0.3, 0.15, 0.2, 0.35)
 """Share of cases whose worse joint has grade 0, 1, 2 and 3 (3 includes 4)."""
 
@@ -1043,11 +1041,11 @@ def make_sij_dataset(folder: str | Path, n_cases: int, seed: int, *, fmt: str = 
                      size: str = "small", show_progress: bool = True) -> Path:
     """Write a SacroiliitisCT dataset: ``folder/cases/<id>/`` (see
     :func:`write_sij_case`) and ``folder/dataset.csv`` with the columns of
-    :data:`DATASET_COLUMNS`: ``id``, ``image``, ``grade_left`` and
-    ``grade_right`` (0-3, grade 4 counted as 3), ``range_mm`` (the truth's
-    analysed range as ``"z0;z1"``, LPS mm), ``lesion`` (the mask), ``split``
-    (train/val/test), then ``bones``, ``ny_grade_left`` and ``ny_grade_right``
-    (0-4); paths relative to the CSV.  The cases are those of
+    :data:`DATASET_COLUMNS` (the format of :mod:`mskai.sij.dataset`):
+    ``case_id``, ``image``, ``grade_left`` and ``grade_right`` (the modified
+    New York grades 0-4), ``range_mm`` (the truth's analysed range as
+    ``"z0;z1"``, LPS mm), ``lesion`` (the mask), ``bones`` and ``split``
+    (train/val/test); paths relative to the CSV.  The cases are those of
     :func:`plan_sij_dataset`.  Returns the CSV's path.
     """
     from mskai.progress import progress
@@ -1062,11 +1060,10 @@ def make_sij_dataset(folder: str | Path, n_cases: int, seed: int, *, fmt: str = 
         case.truth["dataset"] = {"seed": int(seed), "index": entry["index"], "split": entry["split"]}
         paths = write_sij_case(case, folder / "cases" / entry["id"], fmt=fmt)
         z0, z1 = case.truth["analysed_range_mm"]
-        rows.append({"id": entry["id"], "image": paths["image"].relative_to(folder).as_posix(),
-                     "grade_left": case.truth["grade_left"], "grade_right": case.truth["grade_right"],
+        rows.append({"case_id": entry["id"], "image": paths["image"].relative_to(folder).as_posix(),
+                     "grade_left": case.truth["ny_grade_left"], "grade_right": case.truth["ny_grade_right"],
                      "range_mm": f"{z0:.2f};{z1:.2f}", "lesion": paths["lesion"].relative_to(folder).as_posix(),
-                     "split": entry["split"], "bones": paths["bones"].relative_to(folder).as_posix(),
-                     "ny_grade_left": case.truth["ny_grade_left"], "ny_grade_right": case.truth["ny_grade_right"]})
+                     "bones": paths["bones"].relative_to(folder).as_posix(), "split": entry["split"]})
     csv_path = folder / "dataset.csv"
     with csv_path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=DATASET_COLUMNS)
