@@ -512,18 +512,21 @@ def lead_contrast(plane: np.ndarray, shape: np.ndarray, box: tuple[int, int, int
                   ) -> tuple[float, float]:
     """How lead-like a candidate is: ``(contrast, spread)``.
 
-    ``contrast``: the median of the letter's inner pixels (one pixel in from
-    its outline) minus the median of the other pixels of its box one pixel
-    away from it (its counters and gaps: the plate, or the background), over
-    ``span`` (the image's 1st to 99.99th percentile).  ``spread``: the 10th to
-    90th percentile range of the letter's inner pixels over that difference.
+    ``contrast``: the median of the letter's inner pixels (the middle of its
+    strokes: at least half the stroke's half-width in from its outline, so that
+    a blurred outline does not count) minus the median of the other pixels of
+    its box one pixel away from it (its counters and gaps: the plate, or the
+    background), over ``span`` (the image's 1st to 99.99th percentile).
+    ``spread``: the 10th to 90th percentile range of the letter's inner pixels
+    over that difference.
     Lead stops nearly all of the beam: a lead letter is much brighter than what
     lies beside it, and evenly so; a bone edge or a rib crossing that happens
     to look like an L is neither.
     """
     x0, y0, x1, y1 = box
     crop = plane[y0:y1 + 1, x0:x1 + 1]
-    core = ndi.binary_erosion(shape, iterations=1)
+    depth = ndi.distance_transform_edt(np.pad(shape, 1))[1:-1, 1:-1]
+    core = depth >= max(1.5, 0.5 * float(depth.max()))
     if core.sum() < 5:
         core = shape
     gaps = ~ndi.binary_dilation(shape, iterations=1)
