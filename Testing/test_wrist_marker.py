@@ -460,3 +460,10 @@ def test_a_letter_in_a_plate_cut_by_the_image_edge_is_not_counted():
     img = img[:, :box[0] + (box[2] - box[0]) // 2]  # the film ends across the letter
     result = detect_marker(img, spacing_mm=SPACING)
     assert not result.found and result.candidates and result.candidates[0]["reason"] == EDGE_REASON
+
+
+def test_a_letter_without_a_plate_has_no_plate_box():
+    img, box, _ = marker_scene("L", 60, False, 0, background_value=400, plate=None)
+    result = detect_marker(img, spacing_mm=SPACING)
+    assert_found(result, "L", box)
+    assert result.plate_box is None

@@ -44,7 +44,7 @@ to the collimation border, dimmer than the border, small, tilted, blurred):
    covers + fraction of the template's background pixels it leaves empty)``,
    with an outline tolerance of one template pixel (1.6 % of the letter: a
    stroke a little thicker or thinner than the template's, as fonts, blur and
-   the threshold make it, is not a mismatch); a candidate between 0.65 and the
+   the threshold make it, is not a mismatch); a candidate between 0.75 and the
    threshold is tried again turned by 4 and 8 degrees either way (a marker put
    down by hand).  Similarity > 0.85 (*paper*) means found.
 5. **Lead, complete only.** A found letter must be lead (:func:`lead_contrast`):
@@ -85,6 +85,7 @@ TEMPLATE_SIZE = 64
 OUTLINE_TOLERANCE = 1  # template pixels
 MAX_TILT_DEG = 8
 TILTS_DEG = (-4.0, 4.0, -8.0, 8.0)
+TILT_WINDOW = 0.1  # a candidate this close below the threshold is tried again, turned
 
 WORKING_PIXEL_MM = 0.3
 WORKING_LONG_SIDE = 800  # when the spacing is unknown
@@ -265,7 +266,7 @@ def match_shape(shape: np.ndarray) -> tuple[float, int, float]:
     -> (similarity, template index, tilt in degrees)."""
     similarity, best = match_templates(scale_to_template(shape))
     tilt = 0.0
-    if REPORTED_CANDIDATE_SIMILARITY - 0.05 < similarity <= SIMILARITY_THRESHOLD:
+    if SIMILARITY_THRESHOLD - TILT_WINDOW < similarity <= SIMILARITY_THRESHOLD:
         for degrees in TILTS_DEG:
             turned_similarity, turned_best = match_templates(scale_to_template(_turned(shape, degrees)))
             if turned_similarity > similarity:
@@ -401,20 +402,25 @@ def _proposals(work: np.ndarray, min_side: float, max_side: float) -> list[_Prop
     boxes = np.zeros((0, 4), np.float32)  # the boxes of ``found``, to compare with all at once
     lenient = (0.7 * min_side, 1.3 * max_side)
 
-    def add(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> None:
+    def add(mask: np.ndarray, offset: tuple[int, int] = (0, 0), step: int = 1) -> None:
+        """The letter-like components of ``mask`` (at ``step`` working pixels per pixel, its
+        top-left at ``offset`` of that grid)."""
         nonlocal boxes
         labels, _ = ndi.label(mask, structure=eight)
         for index, sl in enumerate(ndi.find_objects(labels), start=1):
             if sl is None:
                 continue
-            if not lenient[0] <= max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) <= lenient[1]:
+            if not lenient[0] <= step * max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) <= lenient[1]:
                 continue  # cheap early exit for the many noise specks
-            y0, x0 = sl[0].start + offset[0], sl[1].start + offset[1]
-            y1, x1 = sl[0].stop - 1 + offset[0], sl[1].stop - 1 + offset[1]
-            touches = y0 == 0 or x0 == 0 or y1 == rows - 1 or x1 == cols - 1
+            y0, x0 = (sl[0].start + offset[0]) * step, (sl[1].start + offset[1]) * step
+            y1 = min((sl[0].stop + offset[0]) * step, rows) - 1
+            x1 = min((sl[1].stop + offset[1]) * step, cols) - 1
+            touches = y0 == 0 or x0 == 0 or y1 >= rows - step or x1 >= cols - step
             component = labels[sl] == index
-            if not _letter_like(component, lenient[0], lenient[1], touches, (0.08, 0.9)):
+            if not _letter_like(component, lenient[0] / step, lenient[1] / step, touches, (0.08, 0.9)):
                 continue
+            if step > 1:
+                component = np.repeat(np.repeat(component, step, axis=0), step, axis=1)[:y1 - y0 + 1, :x1 - x0 + 1]
             box = (x0, y0, x1, y1)
             if len(boxes):  # the same object as one already proposed: each side within 15 % of its size
                 sizes = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
@@ -431,21 +437,31 @@ def _proposals(work: np.ndarray, min_side: float, max_side: float) -> list[_Prop
     height = max(min_side, 4.0)
     while height < 1.25 * max_side:
         size = max(3, int(np.ceil(STROKE_FRACTION * height)))
-        hat = _top_hat(work, size)
+        # Large letters are looked for on a coarser grid (a block mean by ``step``), where their
+        # square is still 6 pixels or more: the same top-hat at a fraction of the cost.
+        step = 2 ** max(0, int(np.floor(np.log2(size / 6.0))))
+        grid = work if step == 1 else _block_mean(work, step)
+        hat = _top_hat(grid, max(3, int(round(size / step))))
         seeds, _ = ndi.label(hat > seed_level, structure=eight)
         for index, sl in enumerate(ndi.find_objects(seeds), start=1):
             if sl is None:
                 continue
-            long_side = max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start)
+            long_side = step * max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start)
             if not max(lenient[0], height / 2.5) <= long_side <= min(lenient[1], height * 2.5):
                 continue
-            y0, y1 = max(sl[0].start - 2, 0), min(sl[0].stop + 2, rows)
-            x0, x1 = max(sl[1].start - 2, 0), min(sl[1].stop + 2, cols)
+            y0, y1 = max(sl[0].start - 2, 0), min(sl[0].stop + 2, grid.shape[0])
+            x0, x1 = max(sl[1].start - 2, 0), min(sl[1].stop + 2, grid.shape[1])
             peak = float(np.percentile(hat[sl][seeds[sl] == index], 90))
             for level in LOCAL_LEVELS:
-                add(hat[y0:y1, x0:x1] > max(level * peak, 0.5 * seed_level), (y0, x0))
+                add(hat[y0:y1, x0:x1] > max(level * peak, 0.5 * seed_level), (y0, x0), step)
         height *= 2.0
     return found
+
+
+def _block_mean(image: np.ndarray, step: int) -> np.ndarray:
+    """Mean of step x step blocks (the last partial row and column of blocks dropped)."""
+    rows, cols = image.shape[0] // step, image.shape[1] // step
+    return image[:rows * step, :cols * step].reshape(rows, step, cols, step).mean(axis=(1, 3))
 
 
 def _levels(plane: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, int], factor: int
@@ -546,13 +562,15 @@ def plate_box(plane: np.ndarray, letter_mask: np.ndarray, box: tuple[int, int, i
     lies on the background without a plate of its own.
 
     The plate level is the median of the non-letter pixels inside the letter's
-    box (its counters and gaps).  From each side of the letter's box the median
-    of a strip as long as that side is followed outward; the plate's edge is the
-    first strip that differs from the plate level by more than a threshold
-    (6 noise sigmas of the plate, and 3 % of the letter's contrast over it).  A
-    plate needs an edge on at least three sides within 1.2 letter sizes (the
-    fourth may run into the collimation border or the image edge: it stops
-    there).
+    box (its counters and gaps).  From each side of the letter's box (from 3
+    pixels out: nearer is the letter's own blur) the median of a strip as long
+    as that side is followed outward; the plate's edge is the first strip that
+    differs from the plate level by more than a threshold (6 noise sigmas of the
+    plate, and 3 % of the letter's contrast over it).  A plate needs such an
+    edge on at least three sides within 1.2 letter sizes of the same kind
+    (what lies beyond is brighter than the plate on each of them, or darker on
+    each); on the fourth it may meet the collimation border or another object
+    (it ends there) or run into the image edge.
     """
     x0, y0, x1, y1 = box
     crop = plane[y0:y1 + 1, x0:x1 + 1].astype(np.float32)
@@ -561,31 +579,28 @@ def plate_box(plane: np.ndarray, letter_mask: np.ndarray, box: tuple[int, int, i
         return None
     level = float(np.median(crop[gaps]))
     letter_level = float(np.median(crop[letter_mask]))
-    values = crop[gaps]
-    noise = 1.4826 * float(np.median(np.abs(values - level)))
+    noise = 1.4826 * float(np.median(np.abs(crop[gaps] - level)))
     threshold = max(6.0 * noise, 0.03 * abs(letter_level - level), 1e-6)
     reach = int(round(1.2 * max(x1 - x0, y1 - y0) + 2))
     rows, cols = plane.shape
-    edges: dict[str, Optional[int]] = {}
-    for side, start, stop, step in (("left", x0 - 1, max(x0 - reach, 0) - 1, -1),
-                                    ("right", x1 + 1, min(x1 + reach, cols - 1) + 1, 1),
-                                    ("top", y0 - 1, max(y0 - reach, 0) - 1, -1),
-                                    ("bottom", y1 + 1, min(y1 + reach, rows - 1) + 1, 1)):
-        edges[side] = None
+    edges: dict[str, tuple[int, float]] = {}
+    for side, start, stop, step in (("left", x0 - 3, max(x0 - reach, 0) - 1, -1),
+                                    ("right", x1 + 3, min(x1 + reach, cols - 1) + 1, 1),
+                                    ("top", y0 - 3, max(y0 - reach, 0) - 1, -1),
+                                    ("bottom", y1 + 3, min(y1 + reach, rows - 1) + 1, 1)):
         for position in range(start, stop, step):
             strip = plane[y0:y1 + 1, position] if side in ("left", "right") else plane[position, x0:x1 + 1]
-            if abs(float(np.median(strip)) - level) > threshold:
-                edges[side] = position
+            difference = float(np.median(strip)) - level
+            if abs(difference) > threshold:
+                edges[side] = (position, np.sign(difference))
                 break
-    if sum(v is not None for v in edges.values()) < 3:
-        return None
-    left = edges["left"] + 1 if edges["left"] is not None else max(0, x0 - reach)
-    right = edges["right"] - 1 if edges["right"] is not None else min(cols - 1, x1 + reach)
-    top = edges["top"] + 1 if edges["top"] is not None else max(0, y0 - reach)
-    bottom = edges["bottom"] - 1 if edges["bottom"] is not None else min(rows - 1, y1 + reach)
-    margins = (x0 - left, y0 - top, right - x1, bottom - y1)
-    if max(margins) < 2:
-        return None  # the "edge" is the letter's own blur: no plate
+    signs = [sign for _, sign in edges.values()]
+    if max(signs.count(1.0), signs.count(-1.0)) < 3:
+        return None  # (a side of the other kind is where the plate meets something else: it ends there)
+    left = edges["left"][0] + 1 if "left" in edges else max(0, x0 - reach)
+    right = edges["right"][0] - 1 if "right" in edges else min(cols - 1, x1 + reach)
+    top = edges["top"][0] + 1 if "top" in edges else max(0, y0 - reach)
+    bottom = edges["bottom"][0] - 1 if "bottom" in edges else min(rows - 1, y1 + reach)
     return int(left), int(top), int(right), int(bottom)
 
 
@@ -602,7 +617,7 @@ def _reading(plane: np.ndarray, shape: np.ndarray, box: tuple[int, int, int, int
     if not _letter_like(shape, min_side, max_side, touches_edge):
         return None
     similarity, best, _ = match_shape(shape)
-    contrast, spread = lead_contrast(plane, shape, box, span)
+    contrast, spread = lead_contrast(plane, shape, box, span) if similarity > SIMILARITY_THRESHOLD else (0.0, 0.0)
     if touches_edge:
         reason = EDGE_REASON
     elif similarity <= SIMILARITY_THRESHOLD:
@@ -650,7 +665,7 @@ def detect_marker(plane: np.ndarray, *, spacing_mm: Optional[Sequence[float]] = 
     done: set = set()
     for proposal in _proposals(work, min_side / factor, max_side / factor):
         levels = _levels(plane, proposal.mask, proposal.box, factor)
-        if levels is None or not levels[0] - levels[1] > MIN_LEAD_CONTRAST * span / 4:
+        if levels is None or not levels[0] - levels[1] > MIN_LEAD_CONTRAST * span / 2:
             continue  # too faint to be lead, whatever its shape
         letter, plate, beside = levels
         x0, y0, x1, y1 = proposal.box
