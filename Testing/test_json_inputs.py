@@ -66,11 +66,11 @@ def test_a_broken_markups_file_is_one_line(tmp_path):
 
 
 def test_a_broken_segment_names_file_is_one_line(tmp_path):
-    from mskai.ovf.pipeline import _sidecar_names
+    from mskai.labels import sidecar_names
 
     labelmap = tmp_path / "vertebrae.nii.gz"
     labelmap.write_bytes(b"")
     broken(tmp_path / "vertebrae.json")
     with pytest.raises(InputError) as error:
-        _sidecar_names(labelmap)
+        sidecar_names(labelmap)
     assert one_line(error).startswith(f"segment names file {tmp_path / 'vertebrae.json'} is not valid JSON")

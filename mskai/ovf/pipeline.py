@@ -34,10 +34,10 @@ from mskai.bundles import Bundle
 from mskai.ct import check_coverage, check_ct, finite_image
 from mskai.device import describe_device, resolve_device
 from mskai.errors import InputError
-from mskai.files import read_json
 from mskai.geometry import index_to_lps, lps_to_index
 from mskai.image import Image
 from mskai.io import require_volume
+from mskai.labels import read_labelmap
 from mskai.ovf import evidence as ev
 from mskai.ovf.model import AGGREGATORS, OVFModel, load_ovf_bundle
 from mskai.ovf.preprocess import (BONE_HU, SagittalSelection, SquareFrame,
@@ -318,59 +318,11 @@ def _evidence_entry(analysis: OVFAnalysis, heat: Image, ijk: np.ndarray, m: int,
 
 # --------------------------------------------------------------------------- files
 
-LABELMAP_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-
-
 def read_vertebrae(path: str | Path, names: Mapping[int, str] | None = None) -> Image:
     """A vertebra labelling as an integer labelmap :class:`Image` with
-    ``meta["segment_names"]`` (label -> name).
-
-    * Slicer ``.seg.nrrd``: names and label values from its ``Segment{N}_Name`` /
-      ``Segment{N}_LabelValue`` header keys (one layer);
-    * NIfTI/NRRD/MetaImage labelmap: names from ``names``, else from a sidecar
-      JSON beside it, named like the labelmap with ``.json`` instead of the
-      image suffix (or with ``.json`` appended): ``{"1": "L1", ...}``
-      (a ``"segment_names"`` or ``"labels"`` object inside is accepted too).
-    """
-    from mskai.io import read_image
-
-    path = Path(path)
-    labels = read_image(path)
-    if labels.shape[0] == 1:
-        raise InputError(f"{path}: the vertebra labelling is a single slice; a 3D labelmap is needed")
-    array = labels.array
-    if np.issubdtype(array.dtype, np.floating):
-        array = np.rint(np.nan_to_num(array)).astype(np.int32)
-    table: dict[int, str] = {}
-    if names is not None:
-        table = {int(k): str(v) for k, v in names.items()}
-    elif labels.meta.get("segments"):
-        for position, segment in enumerate(labels.meta["segments"]):
-            table[int(segment.get("label_value", position + 1))] = str(segment.get("name", ""))
-    else:
-        table = _sidecar_names(path)
-    meta = {**labels.meta, "kind": "labelmap", "segment_names": table}
-    return labels.with_array(array, meta=meta, warnings=[])
-
-
-def _sidecar_names(path: Path) -> dict[int, str]:
-    name = path.name
-    stem = next((name[:-len(s)] for s in LABELMAP_SUFFIXES if name.lower().endswith(s)), name)
-    for candidate in (path.with_name(stem + ".json"), path.with_name(name + ".json")):
-        if candidate.is_file():
-            content = read_json(candidate, f"segment names file {candidate}")
-            if isinstance(content, dict):
-                for key in ("segment_names", "labels", "level_names"):
-                    if isinstance(content.get(key), dict):
-                        content = content[key]
-                        break
-                try:
-                    return {int(k): str(v) for k, v in content.items()}
-                except (TypeError, ValueError):
-                    raise InputError(f"{candidate}: segment names must map label numbers to names, "
-                                     'like {"1": "L1"}') from None
-            raise InputError(f"{candidate}: segment names must be a JSON object like {{\"1\": \"L1\"}}")
-    return {}
+    ``meta["segment_names"]`` (label -> name): names from ``names``, a Slicer
+    ``.seg.nrrd``'s segments or a sidecar JSON (:func:`mskai.labels.read_labelmap`)."""
+    return read_labelmap(path, names, what="vertebra labelling")
 
 
 OVERLAY_WINDOW = (400.0, 1800.0)
