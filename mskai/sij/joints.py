@@ -248,7 +248,7 @@ class JointSpan:
             "convention": "LPS mm",
             "range_mm": [round(v, 3) for v in self.range_mm],
             "span_mm": [round(v, 3) for v in self.span_mm],
-            "range_rule": f"lower {RANGE_FRACTION:.3g} of the joint span, at least the minimum slices",
+            "range_rule": "the lower two thirds of the joint span, at least the minimum number of slices",
             "centres": {side: point(c) for side, c in self.centres.items()},
             "sides_found": list(self.sides),
             "source": self.source,
