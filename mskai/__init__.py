@@ -1,9 +1,9 @@
 """MSKAI core: musculoskeletal AI methods without any Slicer dependency."""
-from mskai.errors import DeviceError, InputError, ModelError, MskaiError, NotAvailableError
+from mskai.errors import DeviceError, InputError, ModelError, MskaiError, NotAvailableError, OutputError
 from mskai.image import Image
 
 __version__ = "0.1.0"
 DEMO_DISCLAIMER = "demonstration model trained on synthetic data; not for clinical use"
 
 __all__ = ["Image", "MskaiError", "InputError", "ModelError", "DeviceError",
-           "NotAvailableError", "DEMO_DISCLAIMER", "__version__"]
+           "NotAvailableError", "OutputError", "DEMO_DISCLAIMER", "__version__"]

@@ -28,12 +28,16 @@ Output (``output_dir``)
       summary).
 
 Failures
-    Bad input (an :class:`mskai.MskaiError`: unreadable, not a CT, ...) is
-    recorded with its one-line reason; any other error is recorded as
-    ``failed: internal error: <type>: <message>`` with its traceback in
-    ``errors.log``.  Either way the item's partial folder is removed, one line
-    goes to stderr and the batch goes on.  A bad model bundle or device stops the
-    batch before any item, with its one-line error.
+    The output folder is checked before any item is looked at
+    (:func:`mskai.files.check_output_folder`).  Each item is written into a work
+    folder beside its own and put in place as a whole when complete
+    (:func:`mskai.files.replace_folder`).  Bad input (an :class:`mskai.MskaiError`:
+    unreadable, not a CT, ...) is recorded with its one-line reason; any other
+    error is recorded as ``failed: internal error: <type>: <message>`` with its
+    traceback in ``errors.log``.  Either way no partial folder is left, the item's
+    folder from an earlier run is removed (the CSV is the record: a failed item has
+    no result), one line goes to stderr and the batch goes on.  A bad model bundle
+    or device stops the batch before any item, with its one-line error.
 
 Resume
     ``resume=True`` skips items whose ``result.json`` exists (their row is
@@ -62,6 +66,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from mskai.errors import InputError, MskaiError
+from mskai.files import check_output_folder, check_result_listing, replace_folder
 
 if TYPE_CHECKING:
     from mskai.tasks import Task
@@ -241,7 +246,7 @@ def run_batch(task: Task, plan: BatchPlan, inputs: str | Path | Sequence[str | P
     from mskai.progress import log, progress
 
     start = time.perf_counter()
-    output = Path(output_dir)
+    output = check_output_folder(output_dir)  # before any item is looked at
     items = find_items(inputs, plan)
     group_made_here = dist.is_available() and not dist.is_initialized()
     context = distributed_context()
@@ -264,16 +269,17 @@ def run_batch(task: Task, plan: BatchPlan, inputs: str | Path | Sequence[str | P
     for item in progress(mine, desc=plan.label, unit=plan.item_word):
         item_dir = output / plan.items_dir / item.key
         try:
-            if item_dir.exists():  # a failed or interrupted earlier attempt
-                shutil.rmtree(item_dir)
-            rows.append(plan.row(item, plan.analyse(loaded, item, item_dir, rank_device)))
+            with replace_folder(item_dir, owned=True) as work:  # the whole folder, or the one before
+                result = plan.analyse(loaded, item, work, rank_device)
+                check_result_listing(work)
+            rows.append(plan.row(item, result))
             continue
         except MskaiError as error:  # bad input: its one-line reason
             reason = one_line(error)
         except Exception as error:  # a bug on one item must not stop the batch; keep its traceback
             reason = f"internal error: {one_line(error)}"
             internal.append(f"{item.path}: {reason}\n{traceback.format_exc()}")
-        shutil.rmtree(item_dir, ignore_errors=True)
+        shutil.rmtree(item_dir, ignore_errors=True)  # an earlier run's result: the CSV says this run failed
         print(f"{plan.label}: {item.path}: failed: {reason}", file=sys.stderr, flush=True)
         rows.append(plan.failed_row(item, reason))
         failed += 1

@@ -453,8 +453,12 @@ def install_bundle(source: str | Path, *, allow_url: bool = False, force: bool =
 
     The bundle is verified before anything is installed; archive members with
     absolute paths, ``..`` or links are refused.  Installing the same bundle
-    twice is harmless.
+    twice is harmless.  The models folder is checked first (writable, room:
+    :func:`mskai.files.check_output_folder`).
     """
+    from mskai.files import check_output_folder
+
+    check_output_folder(installed_models_dir(), what="models folder")
     text = str(source)
     with tempfile.TemporaryDirectory(prefix="mskai-install-") as scratch:
         scratch_dir = Path(scratch)

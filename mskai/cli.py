@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -180,7 +181,25 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; Python warnings (e.g. NumPy's) and what C libraries print
+    (:mod:`mskai.native_output`) stay off the terminal, and ``--debug`` prints them
+    after MSKAI's own output."""
+    from mskai import native_output
+
     args = _build_parser().parse_args(argv)
+    mark = native_output.mark()
+    with warnings.catch_warnings(record=True) as caught:
+        code = _main(args)
+    if args.debug:
+        for message in native_output.kept_messages(mark):
+            print(f"mskai: debug: printed by a library: {message}", file=sys.stderr)
+        for warning in caught:
+            print(f"mskai: debug: warning: {warning.category.__name__}: {warning.message} "
+                  f"({warning.filename}:{warning.lineno})", file=sys.stderr)
+    return code
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except MskaiError as err:

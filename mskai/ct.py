@@ -12,14 +12,17 @@ the input (``module``, e.g. ``"SpineOVF"``), so a message reads
   analysis runs and the returned warning goes into the result;
 * :func:`check_coverage`: a cranio-caudal extent below what the task needs;
 * :func:`finite_image`: NaN/inf voxels (possible when an :class:`Image` comes from
-  elsewhere than :mod:`mskai.io`) are replaced by the finite minimum, with a warning.
+  elsewhere than :mod:`mskai.io`) are replaced by the finite minimum, with a warning;
+* :func:`labelmap_overlap_warning`: a labelling given with the CT (vertebrae, bones)
+  whose labels lie entirely outside the CT, or that has no label at all, gets a
+  warning (it names nothing).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from mskai.errors import InputError
-from mskai.geometry import world_bounds
+from mskai.geometry import index_to_lps, world_bounds
 from mskai.image import Image
 
 AIR_OR_GAS_HU = -500.0
@@ -93,3 +96,30 @@ def finite_image(image: Image) -> tuple[Image, str | None]:
     fixed = np.where(bad, np.float32(fill), array).astype(np.float32)
     return image.with_array(fixed), (f"{int(bad.sum())} voxels were NaN or infinite and were "
                                      f"replaced by the finite minimum {fill:g}")
+
+
+def labelmap_overlap_warning(labels: Image, image: Image, *, what: str = "labelmap") -> str | None:
+    """The warning for a labelmap (any grid) whose labelled voxels lie entirely
+    outside ``image``'s volume (their LPS box and the image's do not meet), or that
+    has no labelled voxel; None when it overlaps.  ``what`` names it
+    (``"vertebra labelling"``)."""
+    array = np.asarray(labels.array)
+    labelled = array != 0
+    if not labelled.any():
+        return f"the {what} has no labelled voxel: it names nothing"
+    ranges = []
+    for axis in (2, 1, 0):  # i, j, k of the array's [k, j, i]
+        present = np.flatnonzero(labelled.any(axis=tuple(a for a in range(3) if a != axis)))
+        ranges.append((present[0] - 0.5, present[-1] + 0.5))
+    corners = np.array([[i, j, k] for i in ranges[0] for j in ranges[1] for k in ranges[2]], dtype=float)
+    points = index_to_lps(labels, corners)
+    label_low, label_high = points.min(axis=0), points.max(axis=0)
+    low, high = world_bounds(image)
+    if np.all(label_high >= low) and np.all(label_low <= high):
+        return None
+
+    def box(a: np.ndarray, b: np.ndarray) -> str:
+        return " x ".join(f"{lo:.0f}..{hi:.0f}" for lo, hi in zip(a, b))
+
+    return (f"the {what} does not overlap the CT (its labels span {box(label_low, label_high)} mm LPS, the CT "
+            f"{box(low, high)} mm): it was made for another scan or another position, and names nothing here")

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from mskai.errors import MskaiError, NotAvailableError
+from mskai.files import replace_folder
 from mskai.paths import cache_dir
 from mskai.progress import log
 from mskai.results import StageTimer, new_result, save_overlay_png, write_result
@@ -72,18 +73,23 @@ def run_io_geometry_demo(output_dir: Path) -> dict[str, Any]:
         "axial": {"size_ijk": list(axial.size), "spacing_mm": list(axial.spacing)},
     }
     result["overlays"] = [p.name for p in pngs]
+    result["outputs"] = {"result": "result.json", "overlays": result["overlays"]}
     result["timing"] = timer.as_dict()
     write_result(output_dir, result)
     return result
 
 
 def run_demo(output_dir: str | Path, task: str | None = None, device: str = "auto") -> dict[str, Any]:
-    """Run one task's demo, or (``task=None``) the shared path and every task's demo."""
-    output_dir = Path(output_dir)
+    """Run one task's demo, or (``task=None``) the shared path and every task's demo;
+    the output folder is checked first."""
+    from mskai.files import check_output_folder
+
+    output_dir = check_output_folder(output_dir)
     if task is not None:
         return get_task(task).demo(output_dir / task, device=device)
     summary: dict[str, Any] = {}
-    result = run_io_geometry_demo(output_dir / "io-geometry")
+    with replace_folder(output_dir / "io-geometry", announce=log) as work:  # the whole result, or the one before
+        result = run_io_geometry_demo(work)
     log(f"io-geometry: read {result['input']['size_ijk']} voxels at {result['input']['spacing_mm']} mm, "
         f"reformatted to sagittal and axial -> {output_dir / 'io-geometry'}")
     summary["io-geometry"] = "ok"

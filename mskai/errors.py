@@ -26,6 +26,11 @@ class ModelError(MskaiError):
     """A model bundle is missing, malformed, tampered with or incompatible."""
 
 
+class OutputError(MskaiError):
+    """The output folder cannot take the result (a file, not writable, no room, or a
+    folder that holds other files than an MSKAI result)."""
+
+
 class DeviceError(MskaiError):
     """The requested compute device is not available."""
 

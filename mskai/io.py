@@ -35,6 +35,7 @@ MONOCHROME1
 """
 from __future__ import annotations
 
+import errno
 import gzip
 import mmap
 import os
@@ -42,7 +43,7 @@ import warnings
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ from scipy import ndimage
 from mskai.dicom_compat import deferred_element, drop_pixel_data, iter_frames
 from mskai.errors import InputError
 from mskai.image import Image
+from mskai.native_output import native_messages
 from mskai.sitk_bridge import from_sitk, to_sitk
 
 SITK_FORMATS = {".nii.gz": "nifti", ".nii": "nifti", ".seg.nrrd": "nrrd", ".nrrd": "nrrd",
@@ -102,6 +104,7 @@ class _PixelFormat:
     signed: bool
     photometric: str
     transfer_syntax: str
+    notes: tuple[str, ...] = ()  # header disagreements worked around, for the image's warnings
 
 
 @dataclass
@@ -161,8 +164,10 @@ def read_image(source: str | os.PathLike | Sequence[str | os.PathLike], *,
         if not source:
             raise InputError("no input files were given")
         paths = [Path(p) for p in source]
-        return _read_dicom(_dicom_candidates(paths), series_uid, limit,
-                           label=f"{len(paths)} files in {os.path.commonpath([p.parent for p in paths])}")
+        if len(paths) > 1 and all(_is_other_image_file(p) for p in paths):
+            refuse_several_volumes(paths)  # not one DICOM image among them: say what they are
+        folder = os.path.commonpath([str(p.absolute().parent) for p in paths])
+        return _read_dicom(_dicom_candidates(paths), series_uid, limit, label=f"{len(paths)} files in {folder}")
     path = Path(source)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
@@ -180,6 +185,25 @@ def read_image(source: str | os.PathLike | Sequence[str | os.PathLike], *,
         if name.endswith(suffix):
             return _read_with_pillow(path, fmt, limit)
     return _read_dicom([path], series_uid, limit, label=str(path))
+
+
+def _is_other_image_file(path: Path) -> bool:
+    """Whether ``path`` names an image file of a format other than DICOM."""
+    return path.name.lower().endswith(tuple(SITK_FORMATS) + tuple(PILLOW_FORMATS))
+
+
+def refuse_several_volumes(paths: Sequence[str | os.PathLike], hint: str = "") -> None:
+    """Several paths are read together only as the files of one DICOM series: refuse
+    (one line) when any of them is an image file of another format (NIfTI, NRRD,
+    MetaImage, PNG, JPEG), each of which is a whole study by itself.  ``hint`` ends
+    the message (e.g. ``"; use 'mskai batch ovf' for several"``).  The task shell
+    applies it to the paths a user gives; :func:`read_image` only when none of its
+    paths can be DICOM (a study folder's stray PNG is skipped with a warning)."""
+    volumes = [Path(p).name for p in paths if _is_other_image_file(Path(p))]
+    if volumes:
+        shown = ", ".join(volumes[:3]) + (f" and {len(volumes) - 3} more" if len(volumes) > 3 else "")
+        raise InputError(f"several volumes given ({len(paths)} inputs: {shown}); analyze takes one study"
+                         f"{hint}")
 
 
 def list_dicom_series(folder: str | os.PathLike) -> list[SeriesInfo]:
@@ -201,7 +225,15 @@ def write_image(image: Image, path: str | os.PathLike) -> Path:
     if not path.name.lower().endswith(WRITE_SUFFIXES):
         raise InputError(f"{path}: cannot write this format; use one of {', '.join(WRITE_SUFFIXES)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(to_sitk(image), str(path), useCompression=not path.name.lower().endswith(".nii"))
+    with native_messages(f"ITK writing {path}") as itk:
+        try:
+            sitk.WriteImage(to_sitk(image), str(path), useCompression=not path.name.lower().endswith(".nii"))
+        except RuntimeError:
+            failed = True
+        else:
+            failed = False
+    if failed:  # an OS error of the output folder to the callers (full, read-only, no rights)
+        raise OSError(errno.EIO, f"ITK could not write {path.name}" + (f" ({itk.reason})" if itk.reason else ""))
     return path
 
 
@@ -209,8 +241,11 @@ def require_volume(image: Image, min_slices: int = 2, what: str = "this analysis
     """Return ``image`` if it has at least ``min_slices`` slices, else raise InputError."""
     n = image.shape[0]
     if n == 1:
+        coincident = image.meta.get("coincident_slices")
+        why = (f": all {coincident} slices of the series are at one position (the same "
+               "ImagePositionPatient), so they do not form a volume" if coincident else "")
         raise InputError(f"a volume is needed for {what}, got a single slice "
-                         f"({image.shape[1]}x{image.shape[2]})")
+                         f"({image.shape[1]}x{image.shape[2]}){why}")
     if n < min_slices:
         raise InputError(f"a volume of at least {min_slices} slices is needed for {what}, "
                          f"got {n} slices")
@@ -243,9 +278,10 @@ def _check_size(shape: Sequence[int], limit: int, label: str) -> None:
                          "(raise it with MSKAI_MAX_BYTES)")
 
 
-def _replace_non_finite(array: np.ndarray) -> str | None:
+def _replace_non_finite(array: np.ndarray, label: str) -> str | None:
     """Replace NaN/inf in a float array, in place and slice by slice, by the finite
-    minimum; return the warning to report, or None when every value was finite."""
+    minimum; return the warning to report, or None when every value was finite.  An
+    image without a single finite value is refused (InputError naming ``label``)."""
     if not np.issubdtype(array.dtype, np.floating):
         return None
     bad_count, finite_min = 0, np.inf
@@ -256,10 +292,39 @@ def _replace_non_finite(array: np.ndarray) -> str | None:
             finite_min = min(finite_min, float(plane[finite].min()))
     if bad_count == 0:
         return None
-    fill = finite_min if np.isfinite(finite_min) else 0.0
+    if not np.isfinite(finite_min):
+        raise InputError(f"{label}: the image has no finite voxel (all {bad_count} values are NaN or "
+                         "infinite)")
     for plane in array:
-        plane[~np.isfinite(plane)] = fill
-    return f"{bad_count} voxels were NaN or infinite and were replaced by the finite minimum {fill:g}"
+        plane[~np.isfinite(plane)] = finite_min
+    return f"{bad_count} voxels were NaN or infinite and were replaced by the finite minimum {finite_min:g}"
+
+
+def _refuse_blank(array: np.ndarray, label: str, rescale: tuple[float, float] | None) -> None:
+    """Refuse an image whose every voxel has the same value (``rescale``: the DICOM
+    slope and intercept, named in the message when they are not the identity)."""
+    if array.size == 0:
+        return
+    low, high = float(array.min()), float(array.max())
+    if low != high:
+        return
+    how = ""
+    if rescale is not None and rescale != (1.0, 0.0):
+        how = f" after the rescale (RescaleSlope {rescale[0]:g}, RescaleIntercept {rescale[1]:g})"
+    raise InputError(f"{label}: the image is blank: every voxel is {low:g}{how}")
+
+
+def _check_readable(path: Path) -> None:
+    """Refuse a file that the user may not read, naming the cause (not "corrupt")."""
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise InputError(f"{path}: permission denied (the file cannot be read by this user)") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a folder, not an image file") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot be read ({(error.strerror or str(error)).lower()})") from None
 
 
 # ----------------------------------------------------------------------------
@@ -267,12 +332,19 @@ def _replace_non_finite(array: np.ndarray) -> str | None:
 # ----------------------------------------------------------------------------
 
 def _read_with_sitk(path: Path, fmt: str, limit: int, labelmap: bool) -> Image:
+    _check_readable(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        raise InputError(f"{path}: not a readable {fmt.upper()} file (corrupt or truncated)") from None
+    with native_messages(f"ITK reading {path}") as itk:
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            itk_failed = True
+        else:
+            itk_failed = False
+    if itk_failed:
+        cause = f": {itk.reason}" if itk.reason else ""
+        raise InputError(f"{path}: not a readable {fmt.upper()} file (corrupt or truncated{cause})")
     size = reader.GetSize()
     if len(size) > 3 or reader.GetNumberOfComponents() != 1:
         raise InputError(f"{path}: {len(size)}D image with {reader.GetNumberOfComponents()} "
@@ -280,10 +352,14 @@ def _read_with_sitk(path: Path, fmt: str, limit: int, labelmap: bool) -> Image:
     _check_size(tuple(reversed(size)), limit, str(path))
     if fmt == "nifti" and not _nifti_data_complete(path, reader):
         raise InputError(f"{path}: the NIfTI file is truncated (its voxel data is cut short)")
-    try:
-        sitk_image = reader.Execute()
-    except RuntimeError:
-        raise InputError(f"{path}: the {fmt.upper()} file cannot be read (corrupt or truncated)") from None
+    with native_messages(f"ITK reading {path}") as itk:
+        try:
+            sitk_image = reader.Execute()
+        except RuntimeError:
+            sitk_image = None
+    if sitk_image is None:
+        cause = f": {itk.reason}" if itk.reason else ""
+        raise InputError(f"{path}: the {fmt.upper()} file cannot be read (corrupt or truncated{cause})")
     meta: dict[str, Any] = {"format": fmt, "path": str(path), "has_geometry": True,
                             "spacing_source": "file"}
     if labelmap:
@@ -293,10 +369,73 @@ def _read_with_sitk(path: Path, fmt: str, limit: int, labelmap: bool) -> Image:
     del sitk_image
     if not labelmap:
         image.array = image.array.astype(np.float32, copy=False)
-        warning = _replace_non_finite(image.array)
+        if fmt == "nifti":
+            _mark_nifti_non_finite(path, image.array)
+        warning = _replace_non_finite(image.array, str(path))
         if warning:
             image.warnings.append(warning)
     return image
+
+
+_NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
+"""NIfTI datatype codes of the voxel types that can hold NaN or infinity."""
+
+
+def _nifti_layout(path: Path) -> tuple[np.dtype, int, int] | None:
+    """``(voxel dtype, data offset, voxel count)`` of a NIfTI-1 or NIfTI-2 file whose
+    voxels are floating point, read from its header; None for other voxel types or
+    a header this parser does not know (ITK has read the file already)."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as stream:
+            header = stream.read(540)
+    except (OSError, EOFError, zlib.error):
+        return None
+    for order in "<>":
+        if len(header) >= 348 and np.frombuffer(header[:4], f"{order}i4")[0] == 348:
+            datatype = int(np.frombuffer(header[70:72], f"{order}i2")[0])
+            dims = np.frombuffer(header[40:56], f"{order}i2").astype(np.int64)
+            offset = int(np.frombuffer(header[108:112], f"{order}f4")[0])
+            break
+        if len(header) >= 540 and np.frombuffer(header[:4], f"{order}i4")[0] == 540:
+            datatype = int(np.frombuffer(header[12:14], f"{order}i2")[0])
+            dims = np.frombuffer(header[16:80], f"{order}i8")
+            offset = int(np.frombuffer(header[168:176], f"{order}i8")[0])
+            break
+    else:
+        return None
+    if datatype not in _NIFTI_FLOAT_TYPES or not 1 <= dims[0] <= 7 or np.any(dims[1:dims[0] + 1] < 1):
+        return None
+    count = int(np.prod(dims[1:dims[0] + 1], dtype=np.int64))
+    return np.dtype(f"{order}{_NIFTI_FLOAT_TYPES[datatype]}"), offset, count
+
+
+def _mark_nifti_non_finite(path: Path, array: np.ndarray) -> None:
+    """Set to NaN the voxels of ``array`` (as ITK read it) that are NaN or infinite in
+    the file: ITK's NIfTI reader turns them into 0, which would pass unnoticed.  The
+    file's floating-point data block is read again, a chunk at a time (ITK keeps the
+    file's voxel order, x fastest, which is ``array``'s C order)."""
+    layout = _nifti_layout(path)
+    if layout is None or layout[2] != array.size or not array.flags.c_contiguous:
+        return
+    dtype, offset, count = layout
+    flat = array.reshape(-1)
+    chunk = 1 << 22  # voxels per read: 16-32 MiB
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as stream:
+            stream.seek(offset)
+            for start in range(0, count, chunk):
+                n = min(chunk, count - start)
+                data = stream.read(n * dtype.itemsize)
+                values = np.frombuffer(data, dtype, count=len(data) // dtype.itemsize)
+                bad = ~np.isfinite(values)
+                if bad.any():
+                    flat[start:start + len(values)][bad] = np.nan
+                if len(values) < n:
+                    return
+    except (OSError, EOFError, zlib.error):
+        return
 
 
 def _nifti_data_complete(path: Path, reader: sitk.ImageFileReader) -> bool:
@@ -343,6 +482,7 @@ def _read_with_pillow(path: Path, fmt: str, limit: int) -> Image:
     from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
 
+    _check_readable(path)
     notes = [f"{path.name} is a {fmt.upper()} file with no geometry (no DICOM header): "
              "pixel spacing assumed 1 mm, so sizes in mm are not calibrated"]
     try:
@@ -370,6 +510,10 @@ def _dicom_candidates(paths: list[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
+            try:
+                os.listdir(path)
+            except PermissionError:
+                raise InputError(f"{path}: permission denied (the folder cannot be read by this user)") from None
             found.extend(sorted(p for p in path.rglob("*") if p.is_file()
                                 and not p.name.startswith(".") and p.name.upper() != "DICOMDIR"))
         elif path.is_file():
@@ -386,14 +530,16 @@ class _Skipped:
     not_dicom: int = 0
     truncated: int = 0
     no_pixels: int = 0
+    denied: int = 0
     last_reason: str = ""
 
     @property
     def total(self) -> int:
-        return self.not_dicom + self.truncated + self.no_pixels
+        return self.not_dicom + self.truncated + self.no_pixels + self.denied
 
     def describe(self) -> str:
         parts = [f"{n} {what}" for n, what in ((self.not_dicom, "not DICOM or unreadable"),
+                                                (self.denied, "not readable by this user (permission denied)"),
                                                 (self.truncated, "truncated"),
                                                 (self.no_pixels, "DICOM without an image"))
                  if n]
@@ -412,6 +558,8 @@ def _read_header(path: Path) -> tuple[Dataset | None, str]:
             ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
     except InvalidDicomError:
         return None, "not DICOM"
+    except PermissionError:
+        return None, "permission denied"
     except Exception:  # whatever a damaged file makes the parser raise, it is unreadable
         return None, "corrupt"
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
@@ -438,6 +586,8 @@ def _scan_dicom(paths: list[Path], values: _HeaderValues) -> tuple[dict[str, lis
         if ds is None:
             if reason == "truncated":
                 skipped.truncated += 1
+            elif reason == "permission denied":
+                skipped.denied += 1
             elif reason == "no image":
                 skipped.no_pixels += 1
             else:
@@ -491,6 +641,7 @@ def _read_dicom(paths: list[Path], series_uid: str | None, limit: int, label: st
                                "(.nii, .nii.gz, .nrrd, .mha, .png, .jpg)",
                   "corrupt": "the DICOM file is corrupt",
                   "truncated": "the DICOM file is truncated (pixel data cut short)",
+                  "permission denied": "permission denied (the file cannot be read by this user)",
                   "no image": "the DICOM file holds no pixel data (not an image, or truncated "
                               "or corrupt)"}[skipped.last_reason]
         raise InputError(f"{paths[0]}: {reason}")
@@ -517,7 +668,8 @@ def _read_dicom(paths: list[Path], series_uid: str | None, limit: int, label: st
                             for o in others)
                 + "; choose one with --series UID")
     del groups, ranked
-    image = _read_series(chosen, limit, label, values)
+    with native_messages(f"decoding DICOM {label}"):  # decoders' own messages stay off the terminal
+        image = _read_series(chosen, limit, label, values)
     image.warnings[:0] = notes
     image.meta["path"] = label
     return image
@@ -537,7 +689,7 @@ def _vector(value: Any, size: int) -> np.ndarray | None:
         vector = np.array([float(v) for v in value], dtype=float)
     except (TypeError, ValueError):
         return None
-    return vector if vector.shape == (size,) else None
+    return vector if vector.shape == (size,) and np.all(np.isfinite(vector)) else None
 
 
 def _spacing_pair(value: Any) -> tuple[float, float] | None:
@@ -548,10 +700,14 @@ def _spacing_pair(value: Any) -> tuple[float, float] | None:
 
 
 def _pixel_format(ds: Dataset, values: _HeaderValues) -> _PixelFormat:
-    """The pixel format of one file, or a one-line InputError if it is unusable."""
+    """The pixel format of one file, or a one-line InputError if it is unusable: Bits
+    Allocated must be a pixel size, Bits Stored must fit in it, and High Bit (when
+    given) must lie within it.  A High Bit other than Bits Stored - 1 is read as the
+    standard's layout (the low Bits Stored bits) with a note."""
+    name = Path(ds.filename).name
     try:
         bits_allocated = int(values.get(ds, "BitsAllocated", 16))
-        return _PixelFormat(
+        pixel_format = _PixelFormat(
             rows=int(values.get(ds, "Rows")), columns=int(values.get(ds, "Columns")),
             samples_per_pixel=int(values.get(ds, "SamplesPerPixel", 1) or 1),
             bits_allocated=bits_allocated,
@@ -559,12 +715,76 @@ def _pixel_format(ds: Dataset, values: _HeaderValues) -> _PixelFormat:
             signed=values.get(ds, "PixelRepresentation", 0) == 1,
             photometric=str(values.get(ds, "PhotometricInterpretation", "")).strip(),
             transfer_syntax=str(ds.file_meta.get("TransferSyntaxUID", ImplicitVRLittleEndian)))
+        high_bit = values.get(ds, "HighBit")
+        high_bit = None if high_bit is None or high_bit == "" else int(high_bit)
     except (TypeError, ValueError):
-        raise InputError(f"{Path(ds.filename).name}: the image pixel description (Rows, Columns, "
+        raise InputError(f"{name}: the image pixel description (Rows, Columns, "
                          "Bits Allocated) is missing or invalid") from None
+    allocated, stored = pixel_format.bits_allocated, pixel_format.bits_stored
+    if allocated not in (1, 8, 16, 32, 64):
+        raise InputError(f"{name}: BitsAllocated {allocated} is not a pixel size (1, 8, 16, 32 or 64 bits)")
+    if not 1 <= stored <= allocated:
+        raise InputError(f"{name}: BitsStored {stored} does not fit in BitsAllocated {allocated}: the pixel "
+                         "header is inconsistent")
+    if high_bit is not None and not 0 <= high_bit < allocated:
+        raise InputError(f"{name}: HighBit {high_bit} lies outside BitsAllocated {allocated}: the pixel "
+                         "header is inconsistent")
+    if high_bit is not None and high_bit != stored - 1:
+        pixel_format = replace(pixel_format, notes=(
+            f"HighBit {high_bit} disagrees with BitsStored {stored} (it should be {stored - 1}); the low "
+            f"{stored} bits of each pixel were read, as DICOM stores them",))
+    return pixel_format
+
+
+def _pixel_data_length(ds: Dataset) -> int | None:
+    """The length in bytes of the native (uncompressed) pixel data, read from its
+    element without loading it; None when unknown (compressed, deflated, absent)."""
+    if str(ds.file_meta.get("TransferSyntaxUID", ImplicitVRLittleEndian)) not in _NATIVE_LITTLE_ENDIAN:
+        return None
+    element = deferred_element(ds, "PixelData")
+    if element is None:
+        return None
+    length = getattr(element, "length", None)
+    if length is None:
+        value = getattr(element, "value", None)
+        length = len(value) if isinstance(value, (bytes, bytearray)) else None
+    return None if length is None or length == 0xFFFFFFFF else int(length)
 
 
 def _frames_of_file(ds: Dataset, values: _HeaderValues) -> list[_Frame]:
+    """:func:`_frame_geometry` with the checks of the pixel header against its data:
+    a finite rescale, and native pixel data of the length that Rows, Columns, Samples
+    per Pixel, Bits Allocated and Number of Frames announce (at least twice as long
+    means another pixel size or frame count: refused; a little longer: the excess is
+    ignored with a note)."""
+    frames = _frame_geometry(ds, values)
+    name = Path(ds.filename).name
+    for frame in frames:
+        for keyword, value in (("RescaleSlope", frame.slope), ("RescaleIntercept", frame.intercept)):
+            if not np.isfinite(value):
+                raise InputError(f"{name}: {keyword} is {value}, not a finite number; the pixel values "
+                                 "cannot be rescaled")
+    length = _pixel_data_length(ds)
+    pixel_format = frames[0].pixel_format
+    if length is not None:
+        bits = (pixel_format.rows * pixel_format.columns * pixel_format.samples_per_pixel
+                * pixel_format.bits_allocated * (len(frames) if frames[0].frame_index is not None else 1))
+        expected = (bits + 7) // 8
+        if expected and length >= 2 * expected:
+            raise InputError(
+                f"{name}: the pixel data holds {length} bytes, {length / expected:g} times the {expected} "
+                f"that Rows x Columns x BitsAllocated ({pixel_format.rows} x {pixel_format.columns} x "
+                f"{pixel_format.bits_allocated} bits) announce: the pixel header disagrees with the data")
+        if length > expected + 1:
+            note = (f"the pixel data is {length - expected} bytes longer than Rows x Columns x BitsAllocated "
+                    "announce; the extra bytes were ignored")
+            frames = [replace(frame, pixel_format=replace(frame.pixel_format,
+                                                          notes=frame.pixel_format.notes + (note,)))
+                      for frame in frames]
+    return frames
+
+
+def _frame_geometry(ds: Dataset, values: _HeaderValues) -> list[_Frame]:
     """The frames of one file with their geometry (multi-frame: from the functional groups)."""
     pixel_format = _pixel_format(ds, values)
     n_frames = int(_float_or(values.get(ds, "NumberOfFrames"), 1))
@@ -618,11 +838,15 @@ def _read_series(datasets: list[Dataset], limit: int, label: str, values: _Heade
     if len(sizes) > 1:
         listed = ", ".join(f"{n} files of {c}x{r}" for (r, c), n in sizes.items())
         raise InputError(f"{label}: the series mixes image sizes ({listed}); one size is needed")
-    notes: list[str] = []
-    if len(frames) > 1:
+    notes: list[str] = list(dict.fromkeys(note for frame in frames for note in frame.pixel_format.notes))
+    n_frames = len(frames)
+    if n_frames > 1:
         frames = _stackable_frames(frames, label, notes)
     if len(frames) == 1:
-        return _read_single_frame(frames[0], limit, label, notes)
+        image = _read_single_frame(frames[0], limit, label, notes)
+        if n_frames > 1:
+            image.meta["coincident_slices"] = n_frames
+        return image
     plan = _plan_volume(frames, notes)
     rows, cols = sizes.most_common(1)[0][0]
     _check_size((len(plan.frames), rows, cols), limit, label)
@@ -632,10 +856,11 @@ def _read_series(datasets: list[Dataset], limit: int, label: str, values: _Heade
         _check_size((len(plan.resample_positions), rows, cols), limit, label)
         volume = _resample_along_k(volume, plan.distances, plan.resample_positions)
     if maybe_non_finite:
-        warning = _replace_non_finite(volume)
+        warning = _replace_non_finite(volume, label)
         if warning:
             notes.append(warning)
     first = plan.frames[0]
+    _refuse_blank(volume, label, (first.slope, first.intercept))
     meta = _dicom_meta(first.dataset, n_files=len(datasets))
     meta.update(has_geometry=plan.spacing_source == "dicom", spacing_source=plan.spacing_source)
     header = drop_pixel_data(first.dataset)
@@ -665,9 +890,10 @@ def _slice_axes(frame: _Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _stackable_frames(frames: list[_Frame], label: str, notes: list[str]) -> list[_Frame]:
     """The frames of one orientation sorted along their normal, duplicates dropped."""
-    if any(f.position is None or f.orientation is None for f in frames):
-        raise InputError(f"{label}: {len(frames)} slices without ImagePositionPatient/"
-                         "ImageOrientationPatient; cannot build a volume")
+    unplaced = sum(f.position is None or f.orientation is None for f in frames)
+    if unplaced:
+        raise InputError(f"{label}: {unplaced} of {len(frames)} slices without ImagePositionPatient/"
+                         "ImageOrientationPatient (missing, or not finite numbers); cannot build a volume")
     orientation_groups: dict[tuple, list[_Frame]] = defaultdict(list)
     for frame in frames:
         orientation_groups[tuple(np.round(frame.orientation / ORIENTATION_TOL).astype(int))].append(frame)
@@ -680,6 +906,11 @@ def _stackable_frames(frames: list[_Frame], label: str, notes: list[str]) -> lis
     order = np.lexsort((np.array([f.order_key for f in frames]), distances))
     frames, distances = [frames[i] for i in order], distances[order]
     keep = np.concatenate([[True], np.diff(distances) > DUPLICATE_POSITION_TOL_MM])
+    if keep.sum() == 1:
+        notes.append(f"all {len(frames)} slices are at one position ({distances[0]:.4g} mm along the slice "
+                     "normal, the same ImagePositionPatient): the first by InstanceNumber was kept, so this "
+                     "is a single slice, not a volume")
+        return frames[:1]
     if not keep.all():
         notes.append(f"{int((~keep).sum())} slice(s) at duplicate positions were dropped "
                      "(kept the first by InstanceNumber)")
@@ -779,9 +1010,10 @@ def _read_single_frame(frame: _Frame, limit: int, label: str, notes: list[str]) 
         notes.append(f"colour image ({frame.pixel_format.photometric}) converted "
                      "to grayscale luminance")
     if _store_frame(raw, frame, plane[0]):
-        warning = _replace_non_finite(plane)
+        warning = _replace_non_finite(plane, label)
         if warning:
             notes.append(warning)
+    _refuse_blank(plane, label, (frame.slope, frame.intercept))
     meta = _dicom_meta(ds, n_files=1)
     spacing_tag = next((tag for tag in ("PixelSpacing", "ImagerPixelSpacing")
                         if _spacing_pair(ds.get(tag)) is not None), None)

@@ -9,11 +9,12 @@ command with a clear ``NotAvailableError`` instead of pretending to work.
 
 What :class:`Task` gives a task, written once here:
 
-* :meth:`Task.run` / :meth:`Task.analyze`: reading the input (a path, several
-  DICOM files of one series, or an :class:`mskai.Image`; ``--series``), the
-  progress display when the caller gives no callback, refusing bad input before
-  a model is loaded, the model loaded once per (bundle, device) and kept
-  (:meth:`Task.loaded_model`), the stage timer, and writing the outputs.  A
+* :meth:`Task.run` / :meth:`Task.analyze`: checking the output folder before any
+  work, reading the input (a path, several DICOM files of one series, or an
+  :class:`mskai.Image`; ``--series``), the progress display when the caller gives
+  no callback, refusing bad input before a model is loaded, the model loaded once
+  per (bundle, device) and kept (:meth:`Task.loaded_model`), the stage timer, and
+  writing the outputs as a whole (:meth:`Task.publish`).  A
   task implements :meth:`Task.load_model`, :meth:`Task.analyse_image` and
   :meth:`Task.write_outputs` (and optionally :meth:`Task.check_input`).
 * :meth:`Task.demo`: the sample cases (:attr:`Task.demo_cases`) generated once
@@ -142,8 +143,9 @@ def read_one_input(inputs: Any, series_uid: str | None, *, what: str, module: st
     are accepted only when ``files_of_one_series`` (the files of one DICOM series,
     none a folder); otherwise, and for several images, a one-line
     :class:`InputError` says that ``what`` is analysed one at a time and points
-    to ``mskai batch <task>``."""
-    from mskai.io import read_image
+    to ``mskai batch <task>``; several image files that are not DICOM (each a whole
+    study) are refused as "several volumes"."""
+    from mskai.io import read_image, refuse_several_volumes
 
     if isinstance(inputs, Image):
         return inputs
@@ -161,6 +163,7 @@ def read_one_input(inputs: Any, series_uid: str | None, *, what: str, module: st
     if any(path.is_dir() for path in paths):
         raise InputError(f"{several}; give one folder, or the files of one series "
                          f"(use 'mskai batch {task}' for several studies)")
+    refuse_several_volumes(paths, hint=f"; use 'mskai batch {task}' for several")
     return read_image(paths, series_uid=series_uid)
 
 
@@ -209,6 +212,11 @@ class Task:
         """Analyse one study and return the task's analysis object (``.result`` is
         the ``result.json`` dict; the Slicer module keeps the rest).
 
+        The output folder is checked before any work starts
+        (:func:`mskai.files.check_result_folder`: writable, room, and absent, empty
+        or holding an MSKAI result), and the result is written as a whole
+        (:meth:`publish`).
+
         Args:
             inputs: see :func:`read_one_input`.
             output_dir: where to write ``result.json`` and the task's evidence
@@ -225,6 +233,10 @@ class Task:
             options: the task's own options (:attr:`options`).
         """
         self._check_options(options)
+        if output_dir is not None:
+            from mskai.files import check_result_folder
+
+            output_dir = check_result_folder(output_dir)
         report = ProgressReporter(progress, self.name)
         timer = StageTimer()
         try:
@@ -243,11 +255,25 @@ class Task:
                                           **options)
             if output_dir is not None:
                 report(0.92, "writing the result")
-                self.write_outputs(analysis, Path(output_dir), reports=reports)
+                self.publish(analysis, output_dir, reports=reports)
             report(1.0, self.verdict_line(analysis.result))
         finally:
             report.close()
         return analysis
+
+    def publish(self, analysis: Any, output_dir: str | Path, *, reports: bool = True) -> None:
+        """Write the outputs of ``analysis`` (:meth:`write_outputs`) into a work folder
+        beside ``output_dir`` and put it in place as a whole once complete
+        (:func:`mskai.files.replace_folder`): a failure leaves the previous result, if
+        any, as it was; a previous result is replaced entirely (with a line saying
+        so), never mixed with the new one; ``result.json`` names only files that are
+        there."""
+        from mskai.files import check_result_listing, replace_folder
+        from mskai.progress import log
+
+        with replace_folder(output_dir, announce=log) as work:
+            self.write_outputs(analysis, work, reports=reports)
+            check_result_listing(work)
 
     def _check_options(self, options: dict[str, Any]) -> None:
         """Refuse, in one line, options that :meth:`analyse_image` does not take."""
@@ -366,10 +392,10 @@ class Task:
         """Analyse each demo case with the demo model; results go to
         ``output_dir/<case>/``; the summary (also ``summary.json``) lists the ground
         truth beside each result, and each case is logged in one line."""
-        from mskai.files import read_json
+        from mskai.files import check_output_folder, read_json
         from mskai.progress import log
 
-        output_dir = Path(output_dir)
+        output_dir = check_output_folder(output_dir)
         loaded = self.loaded_model(model if model is not None else self.demo_model(), device)
         cases, result = [], {}
         for case in self.demo_cases:
@@ -390,12 +416,18 @@ class Task:
     # ---- training, evaluation, batch ---------------------------------------------------------
 
     def train(self, data: str | Path, recipe: str, output_dir: str | Path, **options: Any) -> dict:
-        """Train the task's model(s) (:attr:`trainer`)."""
+        """Train the task's model(s) (:attr:`trainer`); the output folder is checked first."""
+        from mskai.files import check_output_folder
+
+        check_output_folder(output_dir)
         return _lazy(self.trainer or f"mskai.{self.name}.training:train_{self.name}")(
             data, recipe, output_dir, **options)
 
     def evaluate(self, data: str | Path, model: str, output_dir: str | Path, **options: Any) -> dict:
-        """Evaluate a bundle on a dataset (:attr:`evaluator`)."""
+        """Evaluate a bundle on a dataset (:attr:`evaluator`); the output folder is checked first."""
+        from mskai.files import check_output_folder
+
+        check_output_folder(output_dir)
         return _lazy(self.evaluator or f"mskai.{self.name}.evaluate:evaluate_{self.name}")(
             data, model, output_dir, **options)
 

@@ -105,6 +105,7 @@ def batch_plan(*, evidence: str = "top1", aggregator: str | None = None, force: 
     def analyse(loaded: Any, study: BatchItem, output_dir: Path, device: str) -> dict:
         from mskai.io import read_image
         from mskai.ovf.pipeline import analyze_image, explain, read_vertebrae, write_outputs
+        from mskai.ovf.task import add_overlap_warning
         from mskai.results import StageTimer
 
         timer = StageTimer()
@@ -112,6 +113,8 @@ def batch_plan(*, evidence: str = "top1", aggregator: str | None = None, force: 
             image = read_image(study_source(study))
             vertebrae = read_vertebrae(study.companion) if study.companion is not None else None
         analysis = analyze_image(image, model=loaded, device=device, evidence="none", timer=timer, **options)
+        if vertebrae is not None:
+            add_overlap_warning(analysis.result, vertebrae, image)
         if analysis.result["verdict"] == "fracture" and str(evidence).lower() != "none":
             with timer("evidence"):
                 explain(analysis, evidence, vertebrae=vertebrae)

@@ -24,6 +24,16 @@ if TYPE_CHECKING:
 DEMO_BUNDLE_DIR = "ovf-demo"
 
 
+def add_overlap_warning(result: dict[str, Any], labels: Image, image: Image) -> None:
+    """Warn in ``result`` when the vertebra labelling does not overlap the CT
+    (:func:`mskai.ct.labelmap_overlap_warning`)."""
+    from mskai.ct import labelmap_overlap_warning
+
+    warning = labelmap_overlap_warning(labels, image, what="vertebra labelling")
+    if warning and warning not in result["warnings"]:
+        result["warnings"].append(warning)
+
+
 class OVFTask(Task):
     """SpineOVF: osteoporotic vertebral fracture detection on CT (CNN + LSTM)."""
 
@@ -81,10 +91,13 @@ class OVFTask(Task):
             with timer("read"):
                 labels = read_vertebrae(vertebrae, vertebra_names)
         occlusion = {} if overlap is None else {"overlap": overlap}
-        return analyze_image(image, model=loaded, device=device, vertebrae=labels, vertebra_names=vertebra_names,
-                             aggregator=aggregator, evidence=evidence, mask_size=mask_size,
-                             evidence_region=evidence_region, force=force, timer=timer, progress=progress,
-                             **occlusion)
+        analysis = analyze_image(image, model=loaded, device=device, vertebrae=labels,
+                                 vertebra_names=vertebra_names, aggregator=aggregator, evidence=evidence,
+                                 mask_size=mask_size, evidence_region=evidence_region, force=force, timer=timer,
+                                 progress=progress, **occlusion)
+        if labels is not None:
+            add_overlap_warning(analysis.result, labels, image)
+        return analysis
 
     def write_outputs(self, analysis: OVFAnalysis, output_dir: Path, *, reports: bool = True) -> None:
         """``result.json``, ``heatmap.nii.gz`` and the overlay PNGs (always all of them)."""
@@ -113,7 +126,7 @@ class OVFTask(Task):
         import copy
         from dataclasses import replace
 
-        from mskai.ovf.pipeline import explain, write_outputs
+        from mskai.ovf.pipeline import explain
 
         if action != "explain" or slice_index is None:
             return super().follow_up(action, analysis, options, output_dir, progress=progress)
@@ -121,7 +134,7 @@ class OVFTask(Task):
         progress(0.0, f"computing the occlusion map of sagittal slice {slice_index}")
         explain(explained, [int(slice_index)], vertebrae=options.get("vertebra_labels"))
         progress(0.9, "writing the result")
-        write_outputs(explained, output_dir)
+        self.publish(explained, output_dir)
         progress(1.0, f"explained sagittal slice {slice_index}")
         return explained
 
