@@ -23,9 +23,9 @@ def test_analyze_of_unbuilt_task_says_not_available(task, tmp_path, capsys):
     assert not (tmp_path / "out" / "result.json").exists()
 
 
-@pytest.mark.parametrize("command", [["train", "sij", "--data", "d", "--recipe", "demo", "--output", "o"],
+@pytest.mark.parametrize("command", [["train", "cervical", "--data", "d", "--recipe", "demo", "--output", "o"],
                                      ["evaluate", "cervical", "--data", "d", "--model", "m", "--output", "o"],
-                                     ["batch", "sij", "in", "--output", "o"],
+                                     ["batch", "cervical", "in", "--output", "o"],
                                      ["demo", "cervical"]])
 def test_every_command_of_unbuilt_tasks_says_not_available(command, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -37,7 +37,7 @@ def test_unknown_task_is_an_input_error():
     with pytest.raises(InputError, match="unknown task"):
         get_task("knee")
     with pytest.raises(NotAvailableError):
-        get_task("sij").analyze([])
+        get_task("cervical").analyze([])
 
 
 def test_internal_error_is_one_line_without_traceback(monkeypatch, capsys):
@@ -55,7 +55,7 @@ def test_internal_error_is_one_line_without_traceback(monkeypatch, capsys):
 
 
 def test_console_entry_point_runs_as_a_process(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mskai", "analyze", "sij", "missing.dcm",
+    proc = subprocess.run([sys.executable, "-m", "mskai", "analyze", "cervical", "missing.dcm",
                            "--output", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 3
     assert proc.stderr.strip().count("\n") == 0 and "not available yet" in proc.stderr
