@@ -21,7 +21,9 @@ PyTorch's default thread count:
 * the model stage's GFLOP/s: FLOPs of the network over the scan's crops counted with
   ``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add = 2 FLOPs) divided by the
   model stage's seconds, against the float32 GEMM rate of ``torch.mm`` on two
-  4096 x 4096 matrices in the same process: ``model_gemm_fraction``;
+  4096 x 4096 matrices in the same process (best of 5, before and after the pipeline):
+  ``model_gemm_fraction``.  oneDNN runs many 3 x 3 convolutions with fewer
+  multiplications than the direct method counts (Winograd), so the fraction can pass 1;
 * ``peak_rss_gb``: the child's peak resident memory (``VmHWM``) after the pipeline.
 
 Goal on the 2-core CPU: verdict <= 3 s, model stage >= 50 % of GEMM, peak RSS <= 2.5 GB.
@@ -81,6 +83,7 @@ def gemm_rate(n=5):
     torch.mm(a, b)
     return 2 * gemm_size ** 3 / best_of(lambda: torch.mm(a, b), n) / 1e9
 
+gemm = [gemm_rate()]
 start = time.perf_counter()
 loaded = load_sij_bundle(bundle, device="cpu")
 out["load_s"] = time.perf_counter() - start
@@ -101,7 +104,9 @@ with FlopCounterMode(display=False) as counter, torch.inference_mode():
     loaded[0](tensor[:2])
 out.update(shape=list(image.shape), n_crops=int(tensor.shape[0]), gflop=counter.get_total_flops() / 2 * tensor.shape[0] / 1e9,
            verdict=analysis.result["verdict"], range_mm=analysis.result["slice_range_mm"],
-           range_source=analysis.result["range_source"], runs=runs, gemm_gflops=gemm_rate())
+           range_source=analysis.result["range_source"], runs=runs)
+gemm.append(gemm_rate())
+out.update(gemm_gflops=max(gemm), gemm_all=gemm)
 print(json.dumps(out))
 """
 
@@ -133,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cold {runs[0]['wall']:.2f} s, warm median {statistics.median(r['wall'] for r in warm):.2f} s, "
           f"best {best['wall']:.2f} s")
     print(f"model: {out['gflop']:.1f} GFLOP in {best['model']:.3f} s = {model_gflops:.1f} GFLOP/s; "
-          f"GEMM {out['gemm_gflops']:.1f} GFLOP/s")
+          f"GEMM {out['gemm_gflops']:.1f} GFLOP/s (runs {', '.join(f'{g:.0f}' for g in out['gemm_all'])})")
     print(f"verdict_s={best['wall']:.2f} model_gemm_fraction={model_gflops / out['gemm_gflops']:.2f} "
           f"peak_rss_gb={out['peak_rss_bytes'] / 1e9:.2f}")
     return 0
