@@ -35,7 +35,6 @@ leaves the others unchanged.
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import zlib
@@ -64,6 +63,7 @@ from mskai.phantoms.spine import (
     spine_line,
     translate_frames,
 )
+from mskai.phantoms.datasets import allocate, case_seed, split_shares, stratified_splits, write_dataset_csv
 from mskai.phantoms.writers import STUDY_DATE, truth_json
 
 LEVELS: list[str] = list(LEVEL_DIMENSIONS)
@@ -656,26 +656,18 @@ def plan_ovf_dataset(n_cases: int, seed: int, *, fracture_fraction: float = 0.5,
         raise ValueError(f"n_cases must be at least 1, got {n_cases}")
     if not 0.0 <= fracture_fraction <= 1.0:
         raise ValueError(f"fracture_fraction must be within [0, 1], got {fracture_fraction}")
-    fractions = np.asarray(split, dtype=float)
-    if fractions.shape != (3,) or np.any(fractions < 0) or fractions.sum() <= 0:
-        raise ValueError(f"split must be three non-negative fractions (train, val, test), got {split!r}")
-    fractions = fractions / fractions.sum()
+    fractions = split_shares(split)
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 1_000_003])
     n_positive = int(round(n_cases * fracture_fraction))
     labels = rng.permutation([1] * n_positive + [0] * (n_cases - n_positive))
-    splits = np.empty(n_cases, dtype=object)
-    for value in (0, 1):
-        members = rng.permutation(np.flatnonzero(labels == value))
-        counts = _allocate(len(members), fractions)
-        splits[members] = np.repeat(["train", "val", "test"], counts)
+    splits = stratified_splits(rng, labels, (0, 1), fractions)
     positives = np.flatnonzero(labels == 1)
-    grades = np.repeat(list(GRADE_RANGES), _allocate(len(positives), np.array([0.3, 0.4, 0.3])))
+    grades = np.repeat(list(GRADE_RANGES), allocate(len(positives), np.array([0.3, 0.4, 0.3])))
     grade_of = dict(zip(rng.permutation(positives).tolist(), grades.tolist()))
     orientations = rng.choice(ORIENTATIONS, size=n_cases, p=[0.7, 0.15, 0.15])
     plan = []
     for index in range(n_cases):
-        case_seed = int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, index]).generate_state(1)[0] >> 1)
-        kwargs: dict[str, Any] = {"seed": case_seed, "fracture": bool(labels[index]), "size": size,
+        kwargs: dict[str, Any] = {"seed": case_seed(seed, index), "fracture": bool(labels[index]), "size": size,
                                   "orientation": str(orientations[index])}
         if labels[index]:
             kwargs["grade"] = grade_of[index]
@@ -709,24 +701,4 @@ def make_ovf_dataset(folder: str | Path, n_cases: int, seed: int, *, fracture_fr
                      "label": case.label, "split": entry["split"],
                      "vertebrae": paths["vertebrae"].relative_to(folder).as_posix(),
                      "fracture_levels": ";".join(f["level"] for f in case.fractures)})
-    csv_path = folder / "dataset.csv"
-    with csv_path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=DATASET_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    return csv_path
-
-
-def _allocate(count: int, fractions: np.ndarray) -> np.ndarray:
-    """Split ``count`` items by ``fractions`` (largest remainder); when there are
-    enough items, every non-zero fraction gets at least one."""
-    exact = count * fractions
-    counts = np.floor(exact).astype(int)
-    for index in np.argsort(-(exact - counts), kind="stable")[: count - counts.sum()]:
-        counts[index] += 1
-    wanted = fractions > 0
-    if count >= wanted.sum():
-        for index in np.flatnonzero(wanted & (counts == 0)):
-            counts[np.argmax(counts)] -= 1
-            counts[index] += 1
-    return counts
+    return write_dataset_csv(folder, rows, DATASET_COLUMNS)

@@ -40,7 +40,6 @@ disease of the left joint.
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import zlib
@@ -84,6 +83,7 @@ from mskai.phantoms.spine import (
     textured,
     transform_frames,
 )
+from mskai.phantoms.datasets import allocate, case_seed, split_shares, stratified_splits, write_dataset_csv
 from mskai.phantoms.writers import STUDY_DATE, truth_json
 
 BONE_NAMES: dict[int, str] = {1: "sacrum", 2: "hip_left", 3: "hip_right"}
@@ -1018,21 +1018,15 @@ def plan_sij_dataset(n_cases: int, seed: int, *, grade_fractions: Sequence[float
     if fractions.shape != (4,) or np.any(fractions < 0) or fractions.sum() <= 0:
         raise ValueError(f"grade_fractions must be four non-negative shares (grades 0, 1, 2, 3), "
                          f"got {grade_fractions!r}")
-    shares = np.asarray(split, dtype=float)
-    if shares.shape != (3,) or np.any(shares < 0) or shares.sum() <= 0:
-        raise ValueError(f"split must be three non-negative fractions (train, val, test), got {split!r}")
+    shares = split_shares(split)
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 7_019, 1_000_003])
-    worst = rng.permutation(np.repeat(np.arange(4), _allocate(n_cases, fractions / fractions.sum())))
-    splits = np.empty(n_cases, dtype=object)
-    for grade in range(4):
-        members = rng.permutation(np.flatnonzero(worst == grade))
-        splits[members] = np.repeat(["train", "val", "test"], _allocate(len(members), shares / shares.sum()))
+    worst = rng.permutation(np.repeat(np.arange(4), allocate(n_cases, fractions / fractions.sum())))
+    splits = stratified_splits(rng, worst, range(4), shares)
     plan = []
     for index in range(n_cases):
-        case_seed = int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 7_019, index]).generate_state(1)[0] >> 1)
         grades = _grades_for(rng, int(worst[index]))
         plan.append({"id": f"case{index:04d}", "index": index, "split": str(splits[index]), "grade": int(worst[index]),
-                     "kwargs": {"seed": case_seed, "grades": grades, "size": size}})
+                     "kwargs": {"seed": case_seed(seed, 7_019, index), "grades": grades, "size": size}})
     return plan
 
 
@@ -1064,24 +1058,4 @@ def make_sij_dataset(folder: str | Path, n_cases: int, seed: int, *, fmt: str = 
                      "grade_left": case.truth["ny_grade_left"], "grade_right": case.truth["ny_grade_right"],
                      "range_mm": f"{z0:.2f};{z1:.2f}", "lesion": paths["lesion"].relative_to(folder).as_posix(),
                      "bones": paths["bones"].relative_to(folder).as_posix(), "split": entry["split"]})
-    csv_path = folder / "dataset.csv"
-    with csv_path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=DATASET_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    return csv_path
-
-
-def _allocate(count: int, fractions: np.ndarray) -> np.ndarray:
-    """Split ``count`` items by ``fractions`` (largest remainder); when there are
-    enough items, every non-zero fraction gets at least one."""
-    exact = count * fractions
-    counts = np.floor(exact).astype(int)
-    for index in np.argsort(-(exact - counts), kind="stable")[: count - counts.sum()]:
-        counts[index] += 1
-    wanted = fractions > 0
-    if count >= wanted.sum():
-        for index in np.flatnonzero(wanted & (counts == 0)):
-            counts[np.argmax(counts)] -= 1
-            counts[index] += 1
-    return counts
+    return write_dataset_csv(folder, rows, DATASET_COLUMNS)
