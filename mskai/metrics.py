@@ -646,6 +646,71 @@ def sdr(errors: Any, radii_mm: Sequence[float] = SDR_RADII_MM,
             for radius in radii_mm}
 
 
+# ----------------------------------------------------------------- vertebra identification
+
+IDENTIFICATION_TOLERANCE_MM = 20.0
+"""A vertebra is identified when its predicted centroid of the same name lies this close (mm)."""
+
+
+def _named_centroids(centroids: Any, what: str) -> dict[str, np.ndarray]:
+    """``{name: (3,) mm}`` from the accepted formats of :func:`identification_rate`."""
+    if hasattr(centroids, "vertebrae"):
+        centroids = centroids.vertebrae
+    if isinstance(centroids, Mapping):
+        items = [(str(name), value) for name, value in centroids.items()]
+    else:
+        items = []
+        for entry in centroids:
+            if not isinstance(entry, Mapping) or "name" not in entry or "centroid_mm" not in entry:
+                raise ValueError(f"{what}: each vertebra must be a dict with 'name' and 'centroid_mm'")
+            items.append((str(entry["name"]), entry["centroid_mm"]))
+    out: dict[str, np.ndarray] = {}
+    for name, value in items:
+        point = np.asarray(value, dtype=np.float64).reshape(-1)
+        if point.shape != (3,) or not np.all(np.isfinite(point)):
+            raise ValueError(f"{what}: the centroid of {name} must be 3 finite numbers (mm), got {value!r}")
+        if name in out:
+            raise ValueError(f"{what}: vertebra {name} appears twice")
+        out[name] = point
+    return out
+
+
+def centroid_errors(predicted: Any, truth: Any) -> dict[str, float]:
+    """Distance (mm) between the predicted and true centroid of each true vertebra.
+
+    ``predicted`` and ``truth`` each: a mapping ``{name: [x, y, z]}`` (mm, one
+    patient convention for both, e.g. LPS), a list of dicts with ``name`` and
+    ``centroid_mm`` (``VertebraLabelling.vertebrae``), or an object with such a
+    ``vertebrae`` list (:class:`mskai.vertebrae.VertebraLabelling`).
+
+    Returns ``{name: mm}`` for every true vertebra, in the truth's order;
+    ``nan`` where no predicted vertebra has that name.  Predicted names absent
+    from the truth are ignored.
+    """
+    found = _named_centroids(predicted, "predicted")
+    expected = _named_centroids(truth, "truth")
+    return {name: float(np.linalg.norm(found[name] - point)) if name in found else math.nan
+            for name, point in expected.items()}
+
+
+def identification_rate(predicted: Any, truth: Any,
+                        tolerance_mm: float = IDENTIFICATION_TOLERANCE_MM) -> float:
+    """Share of true vertebrae whose predicted centroid of the same name lies within
+    ``tolerance_mm`` (20 mm, the usual vertebra-identification criterion).
+
+    Formats as in :func:`centroid_errors`.  A true vertebra without a predicted
+    one of its name counts as missed.  ``nan`` when the truth has no vertebra;
+    wrap the count in :func:`proportion` for a confidence interval.
+    """
+    if not float(tolerance_mm) > 0:
+        raise ValueError(f"tolerance_mm must be positive, got {tolerance_mm}")
+    errors = centroid_errors(predicted, truth)
+    if not errors:
+        return math.nan
+    hits = sum(1 for e in errors.values() if math.isfinite(e) and e <= float(tolerance_mm))
+    return hits / len(errors)
+
+
 # ----------------------------------------------------------------- reporting
 
 def _cell(value: Any, digits: int) -> str:
