@@ -29,6 +29,44 @@ from mskai.tasks import PhantomVolume, PlaceholderTask, task_for_module
 from mskai_slicer.geometry import image_to_volume_node
 
 
+# ---- scene helpers the modules' checks share ------------------------------------
+
+def node_ids() -> set[str]:
+    """The IDs of every node in the scene (the subject hierarchy node made first)."""
+    scene = slicer.mrmlScene
+    slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    return {scene.GetNthNode(index).GetID() for index in range(scene.GetNumberOfNodes())}
+
+
+def table_columns(table_node: Any) -> dict[str, list[str]]:
+    """A Table node's cells as text, by column name."""
+    table = table_node.GetTable()
+    return {table.GetColumnName(column): [table.GetValue(row, column).ToString()
+                                          for row in range(table.GetNumberOfRows())]
+            for column in range(table.GetNumberOfColumns())}
+
+
+def parent_item(node: Any) -> int:
+    """The subject hierarchy item a node is filed under."""
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+    return hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node))
+
+
+def labelmap_segmentation(labels: Image, name: str, names: dict) -> Any:
+    """A Segmentation node of labelmap ``labels``, one segment per label named by ``names``
+    (label value -> name), as a user would provide it."""
+    labelmap = image_to_volume_node(labels, f"{name} labels", labelmap=True)
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    segmentation.CreateDefaultDisplayNodes()
+    slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelmap, segmentation)
+    slicer.mrmlScene.RemoveNode(labelmap)
+    segments = segmentation.GetSegmentation()
+    for position in range(segments.GetNumberOfSegments()):
+        segment = segments.GetNthSegment(position)
+        segment.SetName(names[int(segment.GetLabelValue())])
+    return segmentation
+
+
 # ---- phantom inputs ---------------------------------------------------------
 
 def phantom_volume_node(name: str, shape_kji: tuple[int, int, int], spacing: tuple[float, float, float],

@@ -21,6 +21,7 @@ import slicer
 from mskai.errors import InputError
 from mskai.geometry import lps_to_index
 from mskai_slicer.geometry import image_to_volume_node, node_world_lps_points, volume_node_to_image
+from mskai_slicer.module_checks import labelmap_segmentation, node_ids, parent_item, table_columns
 from mskai_slicer.module_logic import AnalysisCancelledError
 from mskai_slicer.outputs import ATTRIBUTE_ROLE, ATTRIBUTE_USER_EDITED, nodes_of_class
 
@@ -45,39 +46,17 @@ def phantom_pelvis_nodes(case: Any = None) -> tuple[Any, Any, Any]:
     case = case if case is not None else _demo_case()
     image = case.image.with_array(case.image.array, meta={**case.image.meta, "modality": "CT"})
     ct = image_to_volume_node(image, "Pelvis CT phantom")
-    labels = image_to_volume_node(case.bones, "bone labels", labelmap=True)
-    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Pelvis bones")
-    segmentation.CreateDefaultDisplayNodes()
-    slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labels, segmentation)
-    slicer.mrmlScene.RemoveNode(labels)
-    segments = segmentation.GetSegmentation()
-    names = case.bones.meta["segment_names"]
-    for position in range(segments.GetNumberOfSegments()):
-        segment = segments.GetNthSegment(position)
-        segment.SetName(names[int(segment.GetLabelValue())])
-    return ct, segmentation, case
+    return ct, labelmap_segmentation(case.bones, "Pelvis bones", case.bones.meta["segment_names"]), case
 
 
 def _fail(message: str) -> None:
     raise AssertionError(f"SacroiliitisCT: {message}")
 
 
-def _node_ids() -> set[str]:
-    scene = slicer.mrmlScene
-    slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
-    return {scene.GetNthNode(index).GetID() for index in range(scene.GetNumberOfNodes())}
 
 
-def _table_columns(table_node: Any) -> dict[str, list[str]]:
-    table = table_node.GetTable()
-    return {table.GetColumnName(column): [table.GetValue(row, column).ToString()
-                                          for row in range(table.GetNumberOfRows())]
-            for column in range(table.GetNumberOfColumns())}
 
 
-def _parent_item(node: Any) -> int:
-    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
-    return hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node))
 
 
 def _segment_names(segmentation_node: Any) -> list[str]:
@@ -132,10 +111,10 @@ def check_result_nodes(logic: Any, result: dict, ct: Any) -> dict[str, Any]:
     for role, node in nodes.items():
         if node is None:
             _fail(f"no {role} node after the analysis")
-        if _parent_item(node) != _parent_item(ct) or not _parent_item(ct):
+        if parent_item(node) != parent_item(ct) or not parent_item(ct):
             _fail(f"the {role} node is not filed beside the CT")
 
-    rows = dict(zip(*(_table_columns(nodes["table"])[name] for name in ("Item", "Value"))))
+    rows = dict(zip(*(table_columns(nodes["table"])[name] for name in ("Item", "Value"))))
     for item, expected in (("verdict", result["verdict"]), ("left joint grade", str(result["side_grades"]["left"])),
                            ("right joint grade", str(result["side_grades"]["right"]))):
         if rows.get(item) != expected:
@@ -143,7 +122,7 @@ def check_result_nodes(logic: Any, result: dict, ct: Any) -> dict[str, Any]:
     if result["range_source"] not in rows.get("analysed range (LPS z, mm)", ""):
         _fail(f"the result table does not give the range and its source: {rows}")
 
-    columns = _table_columns(nodes["slices"])
+    columns = table_columns(nodes["slices"])
     wanted = ["Index", "z (mm)", "Grade", "p grade 0", "p grade 1", "p grade 2", "p grade 3", "Left grade",
               "Right grade"]
     if list(columns) != wanted:
@@ -245,7 +224,7 @@ def check_range_reanalysis(logic: Any, ct: Any, bones: Any, model_path: Any, res
     roi.SetSize(size[0], size[1], moved[1] - moved[0])
     if not np.allclose(logic.range_of_roi(), moved, atol=1e-6):
         _fail(f"range_of_roi gives {logic.range_of_roi()} after moving the box to {moved}")
-    before = _node_ids()
+    before = node_ids()
     job = logic.analyze_async(ct, bones, model_path=model_path, device="cpu", range_mm=logic.range_of_roi())
     if not job.wait(timeout=600):
         _fail("the background re-analysis did not end within 10 minutes")
@@ -253,8 +232,8 @@ def check_range_reanalysis(logic: Any, ct: Any, bones: Any, model_path: Any, res
     if again["range_source"] != "user" or not np.allclose(again["slice_range_mm"], moved, atol=1e-3):
         _fail(f"re-analysing the moved range gave {again['slice_range_mm']} ({again['range_source']}), "
               f"expected {list(moved)} (user)")
-    if _node_ids() != before:
-        _fail(f"re-analysing added or removed nodes: {sorted(_node_ids() ^ before)}")
+    if node_ids() != before:
+        _fail(f"re-analysing added or removed nodes: {sorted(node_ids() ^ before)}")
     for role, node in _nodes(logic).items():
         if node is None or node.GetID() != nodes[role].GetID():
             _fail(f"re-analysing replaced the {role} node instead of refilling it")
@@ -357,7 +336,7 @@ def check_training_case_round_trip(logic: Any, ct: Any, corrected: Any, folder: 
 
 def check_cancel_leaves_the_result(logic: Any, ct: Any, bones: Any, model_path: Any) -> None:
     """Cancelling a running analysis adds no node and keeps the last result."""
-    before, last = _node_ids(), logic.last_result
+    before, last = node_ids(), logic.last_result
     job = logic.analyze_async(ct, bones, model_path=model_path, device="cpu")
     job.cancel()
     if not job.wait(timeout=600):
@@ -368,7 +347,7 @@ def check_cancel_leaves_the_result(logic: Any, ct: Any, bones: Any, model_path: 
         pass
     else:
         _fail("a cancelled analysis should end with AnalysisCancelledError")
-    if _node_ids() != before or logic.last_result is not last:
+    if node_ids() != before or logic.last_result is not last:
         _fail("a cancelled analysis changed the scene or the last result")
 
 

@@ -21,6 +21,7 @@ import slicer
 from mskai.errors import InputError
 from mskai.geometry import index_to_lps
 from mskai_slicer.geometry import image_to_volume_node, node_world_lps_points, volume_node_to_image
+from mskai_slicer.module_checks import labelmap_segmentation, node_ids, parent_item, table_columns
 from mskai_slicer.module_logic import AnalysisCancelledError
 from mskai_slicer.outputs import nodes_of_class
 
@@ -41,37 +42,17 @@ def phantom_spine_nodes(case: Any = None) -> tuple[Any, Any, Any]:
     case = case if case is not None else _fracture_case()
     image = case.image.with_array(case.image.array, meta={**case.image.meta, "modality": "CT"})
     ct = image_to_volume_node(image, "Spine CT phantom")
-    labels = image_to_volume_node(case.vertebrae, "vertebra labels", labelmap=True)
-    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Vertebrae")
-    slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labels, segmentation)
-    slicer.mrmlScene.RemoveNode(labels)
-    segments = segmentation.GetSegmentation()
-    for position in range(segments.GetNumberOfSegments()):
-        segment = segments.GetNthSegment(position)
-        segment.SetName(case.level_names[int(segment.GetLabelValue())])
-    return ct, segmentation, case
+    return ct, labelmap_segmentation(case.vertebrae, "Vertebrae", case.level_names), case
 
 
 def _fail(message: str) -> None:
     raise AssertionError(f"SpineOVF: {message}")
 
 
-def _node_ids() -> set[str]:
-    scene = slicer.mrmlScene
-    slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
-    return {scene.GetNthNode(index).GetID() for index in range(scene.GetNumberOfNodes())}
 
 
-def _table_columns(table_node: Any) -> dict[str, list[str]]:
-    table = table_node.GetTable()
-    return {table.GetColumnName(column): [table.GetValue(row, column).ToString()
-                                          for row in range(table.GetNumberOfRows())]
-            for column in range(table.GetNumberOfColumns())}
 
 
-def _study_of(node: Any) -> int:
-    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
-    return hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node))
 
 
 def check_result(result: dict, case: Any, check_verdict: bool) -> None:
@@ -105,10 +86,10 @@ def check_result_nodes(logic: Any, result: dict, ct: Any, case: Any) -> dict[str
     for role, node in nodes.items():
         if node is None:
             _fail(f"no {role} node after the analysis")
-        if _study_of(node) != _study_of(ct) or not _study_of(ct):
+        if parent_item(node) != parent_item(ct) or not parent_item(ct):
             _fail(f"the {role} node is not filed beside the CT")
 
-    columns = _table_columns(nodes["slices"])
+    columns = table_columns(nodes["slices"])
     if columns.get("Sagittal slice") != [str(entry["index"]) for entry in result["slices"]]:
         _fail(f"slices table {columns.get('Sagittal slice')} does not list the analysed slices")
     probabilities = [float(value) for value in columns["Probability"]]
@@ -143,13 +124,13 @@ def check_rerun_replaces_outputs(logic: Any, ct: Any, segmentation: Any, model_p
                                  nodes: dict[str, Any]) -> dict:
     """Analysing again refills the same nodes and adds none; the background
     run gives the blocking run's result."""
-    before = _node_ids()
+    before = node_ids()
     job = logic.analyze_async(ct, segmentation, model_path=model_path, device="cpu")
     if not job.wait(timeout=600):
         _fail("the background analysis did not end within 10 minutes")
     result = logic.finish(job)
-    if _node_ids() != before:
-        _fail(f"re-running added or removed nodes: {sorted(_node_ids() ^ before)}")
+    if node_ids() != before:
+        _fail(f"re-running added or removed nodes: {sorted(node_ids() ^ before)}")
     for role, node in nodes.items():
         again = {"table": logic.result_table_node(), "slices": logic.slices_table_node(),
                  "heatmap": logic.heatmap_node(), "evidence": logic.evidence_node()}[role]
@@ -201,7 +182,7 @@ def check_explain_slice(logic: Any, result: dict) -> None:
 
 def check_cancel_leaves_the_result(logic: Any, ct: Any, segmentation: Any, model_path: Any) -> None:
     """Cancelling a running analysis adds no node and keeps the last result."""
-    before, last = _node_ids(), logic.last_result
+    before, last = node_ids(), logic.last_result
     job = logic.analyze_async(ct, segmentation, model_path=model_path, device="cpu")
     job.cancel()
     if not job.wait(timeout=600):
@@ -212,7 +193,7 @@ def check_cancel_leaves_the_result(logic: Any, ct: Any, segmentation: Any, model
         pass
     else:
         _fail("a cancelled analysis should end with AnalysisCancelledError")
-    if _node_ids() != before or logic.last_result is not last:
+    if node_ids() != before or logic.last_result is not last:
         _fail("a cancelled analysis changed the scene or the last result")
 
 

@@ -20,6 +20,7 @@ import slicer
 
 from mskai.errors import InputError
 from mskai_slicer.geometry import lps_to_ras, node_world_lps_points, volume_node_to_image
+from mskai_slicer.module_checks import parent_item, table_columns
 from mskai_slicer.outputs import ATTRIBUTE_ROLE, nodes_of_class
 
 RESULT_KEYS = ("task", "verdict", "score", "model", "input", "warnings", "evidence", "timing", "view",
@@ -31,16 +32,8 @@ def _fail(message: str) -> None:
     raise AssertionError(f"WristQC: {message}")
 
 
-def _study_of(node: Any) -> int:
-    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
-    return hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node))
 
 
-def _table_columns(table_node: Any) -> dict[str, list[str]]:
-    table = table_node.GetTable()
-    return {table.GetColumnName(column): [table.GetValue(row, column).ToString()
-                                          for row in range(table.GetNumberOfRows())]
-            for column in range(table.GetNumberOfColumns())}
 
 
 def phantom_radiograph(logic: Any, case_name: str = "excellent_ap") -> tuple[Any, dict]:
@@ -88,10 +81,10 @@ def check_result_nodes(logic: Any, result: dict, radiograph: Any) -> dict[str, A
     for role, node in nodes.items():
         if (node is not None) != expected_present[role]:
             _fail(f"the {role} node is {'missing' if node is None else 'there but should not be'}")
-        if node is not None and (_study_of(node) != _study_of(radiograph) or not _study_of(radiograph)):
+        if node is not None and (parent_item(node) != parent_item(radiograph) or not parent_item(radiograph)):
             _fail(f"the {role} node is not filed beside the radiograph")
 
-    columns = _table_columns(nodes["scores"])
+    columns = table_columns(nodes["scores"])
     rows = item_rows(result)
     if columns.get("Item") != [row["item"] for row in rows] or \
             columns.get("Points") != [str(row["points"]) for row in rows]:
@@ -162,7 +155,7 @@ def check_rescore_on_point_move(logic: Any, result: dict, radiograph: Any) -> di
         _fail("the total does not follow the re-scored layout")
     if not np.allclose(rescored["keypoints"][moved], target, atol=0.02):
         _fail(f"the re-scored {moved} is {rescored['keypoints'][moved]}, it was moved to {target}")
-    points = _table_columns(logic.scores_table_node())["Points"]
+    points = table_columns(logic.scores_table_node())["Points"]
     if points != [str(row["points"]) for row in item_rows(rescored)]:
         _fail("the scores table did not follow the re-scored result")
     if logic.last_result is not rescored:

@@ -41,7 +41,6 @@ GRADE_LABELS = ["0", "1", "2", "3"]
 
 def _evaluate_bundle(cases: Sequence[Any], model: Any, device: str) -> dict[str, Any]:
     from mskai.io import read_image
-    from mskai.labels import read_labelmap  # noqa: F401  (read_lesion uses it)
     from mskai.sij.dataset import read_lesion
     from mskai.sij.joints import read_bones
     from mskai.sij.model import load_sij_bundle

@@ -562,7 +562,6 @@ def _paint_disease(p: Painter, frame: np.ndarray, joint: SacroiliacJoint, diseas
     cartilage = pelvis.cartilage_hu
     marrow = textured(marrow_hu, pelvis.texture, pelvis.texture_hu)
     box_u, box_w = (uc - ru - 2, uc + ru + 2), (wc - rw - 2, wc + rw + 2)
-    deepest = max([depth for depth, _ in disease.sclerosis.values()] + [4.0])
 
     def patch_sd(u: np.ndarray, w: np.ndarray) -> np.ndarray:
         """The patch, within the auricular surface (where sacrum and ilium face each other)."""
