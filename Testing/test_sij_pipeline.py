@@ -231,3 +231,22 @@ def test_dataset_errors_name_the_line(tmp_path, change, message):
     path.write_text(change(text))
     with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
         read_dataset(path)
+
+
+def test_real_ct_end_to_end_with_the_demo_bundle(tmp_path, monkeypatch):
+    """TotalSegmentator's test CT (Testing/data/sij/README.md: 3 mm, abdomen and pelvis, a left hip
+    implant; its sacroiliac joints run from z ~185 to ~234 mm by eye): the whole analysis runs, the
+    range lies in the joints from the CT alone and from its bone segmentation, and each crop centre
+    sits on its own side of the midline.  The demo model never saw a real CT, so its grade is not
+    checked."""
+    monkeypatch.setenv("MSKAI_HOME", str(tmp_path / "home"))
+    data = Path(__file__).parent / "data" / "sij"
+    for options, source in (({}, "auto"), ({"bones": data / "ts_example_bones.nii.gz"}, "bones")):
+        result = TASK.analyze(data / "ts_example_ct.nii.gz", tmp_path / source, device="cpu", progress=quiet,
+                              **options)
+        low, high = result["slice_range_mm"]
+        assert result["range_source"] == source
+        assert 182.0 <= low < high <= 236.0
+        centres = {e["side"]: e["position_mm"] for e in result["evidence"] if e["kind"] == "joint centre"}
+        assert centres["left"][0] > 10.0 and centres["right"][0] < -10.0
+        assert (tmp_path / source / "heatmap.nii.gz").is_file()
