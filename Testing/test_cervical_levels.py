@@ -194,3 +194,19 @@ def test_flipped_storage_gives_the_same_physical_slices():
             assert np.allclose(t["point_mm"], s["point_mm"], atol=1e-3)
     cut = plain[2]["axial_slices"][0]
     assert cut["stack"] == 0 and cut["index"] == 12 and cut["distance_mm"] == pytest.approx(-1.2, abs=0.3)
+
+
+def test_with_the_shared_vertebra_labelling():
+    from mskai.vertebrae import label_vertebrae
+
+    discs = _disc_mask()
+    labelling = label_vertebrae(_vertebra_labels(), first_label="C2", discs=discs)
+    assert labelling.names == NAMES
+    stack = Image(np.zeros((24, 30, 30), np.float32), spacing=(1.0, 1.0, 4.0), origin=(-15.0, -14.0, 20.0))
+    levels = disc_levels(labelling.vertebrae, discs, labelling.labelmap, [stack])
+    assert [level["name"] for level in levels] == ["C2/3", "C3/4", "C4/5", "C5/6", "C6/7", "C7/T1"]
+    for level, (center, _) in zip(levels, _true_discs()):
+        assert np.allclose(level["center_mm"], center, atol=0.5)
+    assert [level["axial_slices"][0]["index"] for level in levels] == [18, 13, 9, 4, 0, 0]
+    relative = label_vertebrae(_vertebra_labels())
+    assert disc_levels(relative.vertebrae, None, relative.labelmap, [])[0]["name"] == "V1/V2"
