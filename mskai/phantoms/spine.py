@@ -54,6 +54,25 @@ LEVEL_DIMENSIONS: dict[str, tuple[float, float, float, float]] = {
 }
 """Nominal adult dimensions per level (mm): body height, body half-width (LR),
 body half-depth (AP), height of the disc below the level."""
+CERVICAL_DIMENSIONS: dict[str, tuple[float, float, float, float]] = {
+    "C1": (9.0, 8.0, 7.5, 4.0), "C2": (15.0, 8.5, 8.0, 5.0), "C3": (13.0, 8.0, 7.5, 5.0),
+    "C4": (13.0, 8.5, 7.5, 5.5), "C5": (13.0, 9.0, 8.0, 5.5), "C6": (13.5, 9.5, 8.0, 5.5),
+    "C7": (14.5, 10.5, 8.0, 5.0), "T1": (16.0, 12.0, 8.5, 4.5), "T2": (17.0, 13.0, 9.5, 4.5),
+}
+"""Nominal adult cervical (and upper thoracic) dimensions, as :data:`LEVEL_DIMENSIONS`.
+C1 has no body: its height is the anterior arch's, and its "disc below" is the
+gap over C2's body that places the ring around the dens; C2's height is its
+body's without the dens (:data:`DENS_HEIGHT`)."""
+CERVICAL_CANALS: dict[str, tuple[float, float]] = {
+    "C1": (13.5, 8.0), "C2": (11.5, 7.5), "C3": (12.0, 7.0), "C4": (12.0, 7.0), "C5": (12.0, 7.0),
+    "C6": (12.0, 7.0), "C7": (11.5, 7.0), "T1": (9.5, 7.0), "T2": (8.5, 7.0),
+}
+"""Half-widths (LR, AP) of the cervical bony canal, mm: wider than the body
+(the lumbar formula of :attr:`Vertebra.canal` would make it too narrow)."""
+DENS_HEIGHT = 14.0
+"""mm the dens rises above C2's body (scaled with the patient)."""
+DENS_RADIUS = 5.0
+"""mm, the dens' radius (scaled with the patient)."""
 RIB_LEVELS = ("T6", "T7", "T8", "T9", "T10", "T11", "T12")
 """The levels :func:`paint_spine` gives a pair of ribs."""
 POSTERIOR_WALL = 0.8
@@ -99,16 +118,26 @@ class Vertebra:
     """Plane waves (wave vector rad/mm, phase) of the trabecular pattern."""
     texture_hu: float = 0.0
     osteophytes: list[Osteophyte] = field(default_factory=list)
+    canal_size: tuple[float, float] | None = None
+    """Half-widths (LR, AP) of the canal, mm, when not the default formula's
+    (e.g. :data:`CERVICAL_CANALS`)."""
 
     @property
     def is_lumbar(self) -> bool:
         return self.name.startswith("L")
 
     @property
+    def is_cervical(self) -> bool:
+        return self.name.startswith("C")
+
+    @property
     def canal(self) -> tuple[float, float, float]:
         """The spinal canal behind the body: half-widths (LR, AP) and the AP
         position (local y) of its centre, mm."""
-        canal_rx, canal_ry = 0.45 * self.half_width + 1.5, 0.42 * self.half_depth + 1.0
+        if self.canal_size is not None:
+            canal_rx, canal_ry = self.canal_size
+        else:
+            canal_rx, canal_ry = 0.45 * self.half_width + 1.5, 0.42 * self.half_depth + 1.0
         return canal_rx, canal_ry, POSTERIOR_WALL * self.half_depth + canal_ry
 
     @property
@@ -156,7 +185,10 @@ class Curvature:
     flexion between it and the level below (positive = kyphosis); the
     ``reference_level`` is pitched by ``reference_pitch`` and tilted laterally
     by ``lateral_tilt``; each segment bends laterally by ``lateral_bend_per_level``;
-    ``lumbosacral_angle`` is the flexion between the last level and the sacrum."""
+    ``lumbosacral_angle`` is the flexion between the last level and the sacrum;
+    ``segment_shifts`` maps a level to its translation (mm) along the disc's
+    AP axis relative to the level below, at the disc's mid-plane (negative =
+    anterolisthesis, positive = retrolisthesis, as local y points posterior)."""
 
     segment_angles: dict[str, float]
     lumbosacral_angle: float
@@ -164,6 +196,7 @@ class Curvature:
     reference_pitch: float
     lateral_tilt: float
     lateral_bend_per_level: float
+    segment_shifts: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -253,8 +286,14 @@ def chain_frames(vertebrae: list[Vertebra], curvature: Curvature) -> np.ndarray:
         (drop_top, tilt_top), _ = lower.endplate_planes()
         _, (drop_bottom, tilt_bottom) = upper.endplate_planes()
         half_turn = affine(rotation_x(curvature.segment_angles[upper.name] / 2) @ rotation_y(bend / 2))
+        shift = curvature.segment_shifts.get(upper.name, 0.0)
+        if shift:
+            across_disc = (translation_z(upper.disc_below / 2) @ affine(translation=(0.0, shift, 0.0))
+                           @ translation_z(upper.disc_below / 2))
+        else:
+            across_disc = translation_z(upper.disc_below)
         return (translation_z(lower.height / 2 - drop_top) @ affine(rotation_x(tilt_top)) @ half_turn
-                @ translation_z(upper.disc_below) @ half_turn @ affine(rotation_x(tilt_bottom))
+                @ across_disc @ half_turn @ affine(rotation_x(tilt_bottom))
                 @ translation_z(upper.height / 2 - drop_bottom))
 
     reference = [v.name for v in vertebrae].index(curvature.reference_level)
@@ -271,6 +310,17 @@ def chain_frames(vertebrae: list[Vertebra], curvature: Curvature) -> np.ndarray:
     last_in_sacrum = (half_turn @ translation_z(last.disc_below) @ half_turn @ affine(rotation_x(tilt_bottom))
                       @ translation_z(last.height / 2 - drop_bottom))
     return last.frame @ np.linalg.inv(last_in_sacrum)
+
+
+def disc_frame(upper: Vertebra, lower: Vertebra, curvature: Curvature) -> np.ndarray:
+    """The frame of the disc between ``upper`` and ``lower`` as :func:`chain_frames`
+    builds it: origin at the disc's centre (mid-way across it, before any
+    slip), z the normal of its mid-plane (cranial), y posterior, x left."""
+    (drop_top, tilt_top), _ = lower.endplate_planes()
+    half_turn = affine(rotation_x(curvature.segment_angles[upper.name] / 2)
+                       @ rotation_y(curvature.lateral_bend_per_level / 2))
+    return (lower.frame @ translation_z(lower.height / 2 - drop_top) @ affine(rotation_x(tilt_top)) @ half_turn
+            @ translation_z(upper.disc_below / 2))
 
 
 def translate_frames(vertebrae: list[Vertebra], sacrum: np.ndarray, shift: np.ndarray) -> np.ndarray:
@@ -336,14 +386,19 @@ def _disc_above(vertebrae: list[Vertebra], index: int) -> float:
     return vertebrae[index - 1].disc_below if index else vertebrae[index].disc_below
 
 
-def paint_vertebra(p: Painter, v: Vertebra, label: int, disc_above: float,
-                   sclerosis_hu: float, sclerosis_mm: float) -> None:
+def paint_vertebra(p: Painter, v: Vertebra, label: int | None, disc_above: float,
+                   sclerosis_hu: float, sclerosis_mm: float, *, label_posterior_elements: bool = True) -> None:
     """Posterior elements, then the body (cortex, textured trabecular core, the
     sclerotic band of a fracture: ``sclerosis_hu`` denser over ``sclerosis_mm``
-    under the collapsed endplate) and any osteophytes, all labelled ``label``.
+    under the collapsed endplate) and any osteophytes, all labelled ``label``
+    (the posterior elements only with ``label_posterior_elements``).
     ``disc_above`` (mm) is how far the articular processes reach up."""
     # Posterior elements first, so that the body's cortex wins where they meet.
-    _paint_posterior_elements(p, v, label, disc_above)
+    posterior_label = label if label_posterior_elements else None
+    if v.is_cervical:
+        _paint_cervical_posterior_elements(p, v, posterior_label, disc_above)
+    else:
+        _paint_posterior_elements(p, v, posterior_label, disc_above)
     _paint_body(p, v, label, sclerosis_hu, sclerosis_mm)
     for spur in v.osteophytes:
         _paint_osteophyte(p, v, spur, label)
@@ -405,6 +460,97 @@ def _paint_posterior_elements(p: Painter, v: Vertebra, label: int, disc_above: f
                 slab_sd(y, sp_start, sp_start + sp_length),
                 np.abs(z + sp_drop * (y - sp_start)) - sp_half_height),
             posterior_hu, label)
+
+
+def _paint_cervical_posterior_elements(p: Painter, v: Vertebra, label: int | None, disc_above: float) -> None:
+    """Cervical arch: pedicles running back and out from the body to the
+    articular pillars (lateral masses), laminae around a wide canal, short
+    anterolateral transverse processes and a nearly horizontal spinous
+    process (long at C2, C7 and T1)."""
+    h, a, b = v.height, v.half_width, v.half_depth
+    canal_rx, canal_ry, canal_y = v.canal
+    arch = 3.2
+    posterior_hu = v.trabecular_hu + 0.45 * (v.cortical_hu - v.trabecular_hu)
+    f = v.frame
+    pillar_x, pillar_y, pillar_r = canal_rx + 2.5, canal_y + 1.0, 4.0
+    for side in (-1.0, 1.0):
+        start = np.array([side * 0.7 * a, 0.5 * b, 0.1 * h])
+        end = np.array([side * pillar_x, pillar_y - 1.5, 0.1 * h])
+        low, high = np.minimum(start, end) - 3.0, np.maximum(start, end) + 3.0
+        p.paint(f, tuple(low), tuple(high),
+                lambda x, y, z, start=start, end=end: _capsule_sd(x, y, z, start, end, 2.8), posterior_hu, label)
+    lam_low, lam_high = -0.5 * h - 0.3 * v.disc_below, 0.3 * h
+    p.paint(f, (-canal_rx - arch, canal_y - 2, lam_low), (canal_rx + arch, canal_y + canal_ry + arch, lam_high),
+            lambda x, y, z: intersect(
+                ellipse_sd(x, y - canal_y, canal_rx + arch, canal_ry + arch),
+                -ellipse_sd(x, y - canal_y, canal_rx, canal_ry), canal_y - 1 - y, slab_sd(z, lam_low, lam_high)),
+            posterior_hu, label)
+    facet_top, facet_bottom = h / 2 + disc_above / 2 - 0.75, -h / 2 - v.disc_below / 2 + 0.75
+    for side in (-1.0, 1.0):
+        fx = side * pillar_x
+        p.paint(f, (fx - pillar_r, pillar_y - pillar_r, facet_bottom), (fx + pillar_r, pillar_y + pillar_r, facet_top),
+                lambda x, y, z, fx=fx: np.maximum(ellipse_sd(x - fx, y - pillar_y, pillar_r, pillar_r),
+                                                  slab_sd(z, facet_bottom, facet_top)),
+                posterior_hu, label)
+        tip = np.array([side * (pillar_x + 9.0), 0.2 * b, 0.05 * h])
+        root = np.array([side * (pillar_x - 1.0), pillar_y - 3.0, 0.05 * h])
+        low, high = np.minimum(tip, root) - 3.0, np.maximum(tip, root) + 3.0
+        p.paint(f, tuple(low), tuple(high),
+                lambda x, y, z, tip=tip, root=root: _capsule_sd(x, y, z, root, tip, 2.5), posterior_hu, label)
+    sp_start = canal_y + canal_ry + arch - 1.5
+    sp_length = {"C2": 22.0, "C7": 28.0, "T1": 30.0}.get(v.name, 16.0) * (a / 9.0)
+    sp_half_height, sp_drop, sp_half_thickness = 4.5, 0.35, 2.5
+    p.paint(f, (-sp_half_thickness - 1, sp_start, -sp_drop * sp_length - sp_half_height),
+            (sp_half_thickness + 1, sp_start + sp_length, sp_half_height),
+            lambda x, y, z: intersect(
+                np.abs(x) - sp_half_thickness - 1.0 * np.clip((y - sp_start) / sp_length, 0, 1),
+                slab_sd(y, sp_start, sp_start + sp_length),
+                np.abs(z + sp_drop * (y - sp_start)) - sp_half_height),
+            posterior_hu, label)
+
+
+def paint_atlas(p: Painter, c1: Vertebra, label: int | None) -> None:
+    """C1: a ring without a body around the dens (in front) and the canal
+    (behind): the anterior arch, two lateral masses and the posterior arch,
+    in C1's frame (its origin where a body's centre would be, on the dens)."""
+    h, b = c1.height, c1.half_depth
+    canal_rx, canal_ry, canal_y = c1.canal
+    posterior_hu = c1.trabecular_hu + 0.45 * (c1.cortical_hu - c1.trabecular_hu)
+    f = c1.frame
+    inner_front, inner_back = -b, canal_y + canal_ry
+    centre_y, inner_ry = (inner_front + inner_back) / 2, (inner_back - inner_front) / 2
+    inner_rx, thickness = canal_rx, 4.0
+    p.paint(f, (-inner_rx - thickness, inner_front - thickness, -h / 2), (inner_rx + thickness, inner_back + thickness, h / 2),
+            lambda x, y, z: intersect(
+                ellipse_sd(x, y - centre_y, inner_rx + thickness, inner_ry + thickness),
+                -ellipse_sd(x, y - centre_y, inner_rx, inner_ry),
+                np.abs(z) - np.float32(h / 2) * (np.float32(0.55) + np.float32(0.45) * np.abs(y - centre_y)
+                                                   * np.float32(1 / (inner_ry + thickness)))),
+            posterior_hu, label)
+    mass_y, mass_rx, mass_ry = centre_y - 0.3 * inner_ry, 6.0, 8.0
+    for side in (-1.0, 1.0):
+        mx = side * (inner_rx - 1.0)
+        p.paint(f, (mx - mass_rx, mass_y - mass_ry, -h / 2 - 2), (mx + mass_rx, mass_y + mass_ry, h / 2 + 2),
+                lambda x, y, z, mx=mx: ellipsoid_sd(x - mx, y - mass_y, z, mass_rx, mass_ry, h / 2 + 2),
+                c1.cortical_hu * 0.5 + c1.trabecular_hu * 0.5, label)
+
+
+def paint_dens(p: Painter, c2: Vertebra, label: int | None, height: float, radius: float) -> None:
+    """The dens (odontoid process) of C2: a peg of ``radius`` rising ``height`` mm
+    above C2's body, rounded at its tip, cortex around marrow, labelled with
+    the body's ``label``."""
+    top = c2.height / 2 + height
+    centre_y = -0.15 * c2.half_depth
+
+    def dens_sd(x: np.ndarray, y: np.ndarray, z: np.ndarray, inset: float) -> np.ndarray:
+        peg = ellipse_sd(x, y - np.float32(centre_y), radius, radius)
+        tip = ellipsoid_sd(x, y - np.float32(centre_y), z - np.float32(top - radius), radius, radius, radius)
+        shaft = np.where(z > top - radius, tip, peg)
+        return intersect(shaft + inset, np.float32(c2.height / 2 - 1.0) - z)
+
+    low, high = (-radius, centre_y - radius, c2.height / 2 - 1.0), (radius, centre_y + radius, top)
+    p.paint(c2.frame, low, high, lambda x, y, z: dens_sd(x, y, z, 0.0), c2.cortical_hu, label)
+    p.paint(c2.frame, low, high, lambda x, y, z: dens_sd(x, y, z, c2.cortex_mm), _textured(c2, c2.trabecular_hu))
 
 
 def _paint_body(p: Painter, v: Vertebra, label: int, sclerosis_hu: float, sclerosis_mm: float) -> None:
@@ -484,8 +630,9 @@ def paint_canal(p: Painter, v: Vertebra, disc_above: float, value: float) -> Non
             value)
 
 
-def paint_disc(p: Painter, upper: Vertebra, lower: Vertebra, value: float) -> None:
-    """The disc fills the space between the two endplates (and any endplate depression)."""
+def paint_disc(p: Painter, upper: Vertebra, lower: Vertebra, value: float, label: int | None = None) -> None:
+    """The disc fills the space between the two endplates (and any endplate
+    depression), labelled ``label`` when given."""
     to_upper = np.linalg.inv(upper.frame) @ lower.frame
     a, b = (upper.half_width + lower.half_width) / 2, (upper.half_depth + lower.half_depth) / 2
     bottom = lower.height / 2 - lower.height * 0.35  # deepest depression a fracture can make
@@ -501,7 +648,7 @@ def paint_disc(p: Painter, upper: Vertebra, lower: Vertebra, value: float) -> No
             ellipse_sd(x, y, a * 1.03, b * 1.03), y - POSTERIOR_WALL * b,
             lower.height / 2 - upper_loss - z, uz - (-upper.height / 2 + lower_loss_of_upper))
 
-    p.paint(lower.frame, (-a * 1.05, -b * 1.05, bottom), (a * 1.05, POSTERIOR_WALL * b, top), disc_sd, value)
+    p.paint(lower.frame, (-a * 1.05, -b * 1.05, bottom), (a * 1.05, POSTERIOR_WALL * b, top), disc_sd, value, label)
 
 
 def paint_rib(p: Painter, v: Vertebra, side: float, trunk: Trunk, cortex_hu: float, marrow_hu: float) -> None:
