@@ -218,3 +218,29 @@ def test_series_of_two_patients_are_refused(tmp_path):
     with pytest.raises(InputError, match="2 patients"):
         read_study(folder)
     assert uid
+
+
+def _block(folder: Path, angle: float, z: float, number: int, uid: str = "1.2.3.4.5.50") -> None:
+    values = np.random.default_rng(number).uniform(0, 300, (3, 12, 12)).astype(np.float32)
+    image = Image(values, spacing=(1.0, 1.0, 3.0), origin=(-6.0, -6.0, z), direction=_rotation_x(angle))
+    write_dicom_series(image, folder / f"block{number}", modality="MR", study_uid="1.2.3.4.5",
+                       series_uid=uid, series_number=5, series_description="t2_tse_tra per disc",
+                       rescale_intercept=0.0, extra_tags=T2_TIMES, seed=7)
+
+
+def test_one_series_of_angled_or_gapped_blocks_gives_one_stack_per_block(tmp_path):
+    folder = tmp_path / "study"
+    _series(folder, "sag t2", SAGITTAL, T2_TIMES, number=1)
+    for number, (angle, z) in enumerate(((-15.0, 30.0), (0.0, 50.0), (12.0, 70.0)), start=1):
+        _block(folder / "angled", angle, z, number)
+    for number, z in enumerate((100.0, 130.0), start=1):
+        _block(folder / "gapped", 5.0, z, number, uid="1.2.3.4.5.60")
+    study = read_study(folder)
+    assert len(study.axial_t2) == 5 and all(im.shape[0] == 3 for im in study.axial_t2)
+    normals_z = sorted(round(float(im.direction[2, 2]), 3) for im in study.axial_t2)
+    assert normals_z == sorted(round(float(np.cos(np.radians(a))), 3) for a in (-15, 0, 12, 5, 5))
+    groups = [s["slice_group"] for s in study.series if s["uid"] == "1.2.3.4.5.50"]
+    assert sorted(groups) == ["1/3", "2/3", "3/3"]
+    # By hand, the series' UID names all its slice groups.
+    by_hand = read_study(folder, axial_t2="1.2.3.4.5.60")
+    assert len(by_hand.axial_t2) == 2

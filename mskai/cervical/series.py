@@ -9,6 +9,13 @@ Plane (from the geometry, which wins over the words of the description)
     a 2D acquisition stored in any axis order), else its k axis.  The LPS component the
     normal is mostly along names the plane: x sagittal, z axial, y coronal (unused).
 
+Slice groups
+    A DICOM series whose slices have several orientations (axial blocks angled per disc,
+    stored as one series by many scanners) or blocks of parallel slices with gaps between
+    them (a step over 1.5 x the usual one) is split into one stack per group when every
+    group has at least 2 slices; each group is judged and used like a series (its
+    ``slice_group`` is ``"2/3"``...).  A SeriesInstanceUID given by hand names all its groups.
+
 Weighting (first rule that decides)
     1. an inversion-recovery series with a short inversion time (< 300 ms) is STIR
        (a T2-like contrast; it serves as sagittal T2 only when no true T2 exists);
@@ -125,6 +132,9 @@ class SeriesRecord:
     image: Image | None = None
     by_hand: bool = False
     conflict: str = ""
+    group: str = ""
+    """``"2/3"`` for the second of three slice groups of one series (see
+    :func:`_slice_group_records`), else empty."""
 
     def load(self) -> Image:
         if self.image is None:
@@ -136,7 +146,7 @@ class SeriesRecord:
         return {"uid": self.uid, "description": self.description, "source": self.source,
                 "role": self.role, "why": self.why, "plane": self.plane,
                 "obliquity_deg": round(self.obliquity_deg, 1), "weighting": self.weighting,
-                "n_slices": self.n_slices, "modality": self.modality}
+                "n_slices": self.n_slices, "modality": self.modality, "slice_group": self.group or None}
 
 
 @dataclass
@@ -200,15 +210,15 @@ def read_study(inputs: Source | Sequence[Source], *, sagittal_t1: Source | None 
                          ("sagittal_t2", [sagittal_t2] if sagittal_t2 is not None else []),
                          ("axial_t2", axial_values)):
         for value in values:
-            record = _resolve_manual(value, records, ROLE_NAMES[role], notes)
-            if record.by_hand:
-                raise InputError(f"{value}: this series is set by hand for two roles "
-                                 f"({record.role and ROLE_NAMES[record.role]} and {ROLE_NAMES[role]})")
-            record.by_hand, record.role = True, role
-            record.why = f"set by hand (--{role.replace('_', '-')})"
-            if all(r is not record for r in records):
-                records.append(record)
-            manual.setdefault(role, []).append(record)
+            for record in _resolve_manual(value, records, ROLE_NAMES[role], notes, several=role == "axial_t2"):
+                if record.by_hand:
+                    raise InputError(f"{value}: this series is set by hand for two roles "
+                                     f"({record.role and ROLE_NAMES[record.role]} and {ROLE_NAMES[role]})")
+                record.by_hand, record.role = True, role
+                record.why = f"set by hand (--{role.replace('_', '-')})"
+                if all(r is not record for r in records):
+                    records.append(record)
+                manual.setdefault(role, []).append(record)
 
     for record in records:
         _judge(record)
@@ -274,10 +284,62 @@ def _records_of_folder(folder: Path, notes: list[str]) -> list[SeriesRecord]:
         return [_volume_record(p) for p in volumes]
     records = []
     for info in infos:
-        header = _header(info.files[0])
-        records.append(_dicom_record(header, list(info.files), f"{folder} (series {info.series_number})"
-                                     if info.series_number is not None else str(folder)))
+        label = f"{folder} (series {info.series_number})" if info.series_number is not None else str(folder)
+        records.extend(_slice_group_records(list(info.files), label))
     return records
+
+
+def _slice_group_records(files: list[Path], label: str) -> list[SeriesRecord]:
+    """One record per slice group of a series: a series whose slices have several
+    orientations (axial blocks angled per disc) or gaps between blocks of parallel
+    slices (more than 1.5 x the usual step) is several stacks, each read by itself,
+    when every group has at least 2 slices (else the series is one, and the reader's
+    rules apply: the main orientation, uniform spacing)."""
+    header = _header(files[0])
+    groups = _slice_groups(files) if len(files) >= 4 else [files]
+    if len(groups) == 1:
+        return [_dicom_record(header, files, label)]
+    records = []
+    for number, group in enumerate(groups, start=1):
+        record = _dicom_record(_header(group[0]), group, f"{label}, slice group {number} of {len(groups)}")
+        record.group = f"{number}/{len(groups)}"
+        record.description = f"{record.description} [slice group {number} of {len(groups)}]"
+        records.append(record)
+    return records
+
+
+def _slice_groups(files: list[Path]) -> list[list[Path]]:
+    by_orientation: dict[tuple, list[tuple[float, Path]]] = {}
+    for path in files:
+        try:
+            with _warnings.catch_warnings():
+                _warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(str(path), stop_before_pixels=True,
+                                     specific_tags=["ImageOrientationPatient", "ImagePositionPatient"])
+            orientation = np.asarray([float(v) for v in ds.ImageOrientationPatient])
+            position = np.asarray([float(v) for v in ds.ImagePositionPatient])
+        except Exception:  # no geometry (or unreadable): the reader decides
+            return [files]
+        if orientation.shape != (6,) or position.shape != (3,):
+            return [files]
+        normal = np.cross(orientation[:3], orientation[3:])
+        key = tuple(np.round(orientation, 3))
+        by_orientation.setdefault(key, []).append((float(position @ normal), path))
+    groups: list[list[Path]] = []
+    for members in by_orientation.values():
+        members.sort(key=lambda m: m[0])
+        steps = np.diff([m[0] for m in members])
+        usual = float(np.median(steps[steps > 1e-3])) if np.any(steps > 1e-3) else 0.0
+        current = [members[0][1]]
+        for step, (_, path) in zip(steps, members[1:]):
+            if usual > 0 and step > 1.5 * usual:
+                groups.append(current)
+                current = []
+            current.append(path)
+        groups.append(current)
+    if len(groups) > 1 and min(len(g) for g in groups) < 2:
+        return [files]
+    return groups
 
 
 def _records_of_dicom_files(files: list[Path]) -> list[SeriesRecord]:
@@ -300,7 +362,7 @@ def _records_of_dicom_files(files: list[Path]) -> list[SeriesRecord]:
     for uid, group in groups.items():
         folder = os.path.commonpath([str(p.absolute().parent) for p in group])
         label = str(group[0]) if len(group) == 1 else f"{len(group)} files in {folder}"
-        records.append(_dicom_record(headers[uid], group, label))
+        records.extend(_slice_group_records(group, label))
     return records
 
 
@@ -364,34 +426,36 @@ def _set_plane(record: SeriesRecord, normal: np.ndarray) -> None:
 
 
 def _dedupe(records: list[SeriesRecord]) -> list[SeriesRecord]:
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     out = []
     for record in records:
-        if record.uid in seen:
+        if (record.uid, record.group) in seen:
             continue
-        seen.add(record.uid)
+        seen.add((record.uid, record.group))
         out.append(record)
     return out
 
 
-def _resolve_manual(value: Source, records: list[SeriesRecord], role: str, notes: list[str]) -> SeriesRecord:
+def _resolve_manual(value: Source, records: list[SeriesRecord], role: str, notes: list[str],
+                    several: bool) -> list[SeriesRecord]:
+    """The series (or its slice groups, when ``several`` roles may be taken: axial T2) that
+    a path or SeriesInstanceUID given by hand names."""
     text = str(value)
-    for record in records:
-        if record.uid == text:
-            return record
-    path = Path(text)
-    if not path.exists():
-        known = ", ".join(f"{r.uid} ('{r.description}')" for r in records) or "none"
-        raise InputError(f"--{role.replace(' ', '-').lower()} {text}: neither a file or folder nor the UID of a "
-                         f"series in the input (series found: {known})")
-    found = _records_of_paths([path], notes)
-    if len(found) != 1:
-        raise InputError(f"{path}: holds {len(found)} series; give the {role} series by its folder, files or "
-                         f"SeriesInstanceUID ({', '.join(r.uid for r in found)})")
-    for record in records:  # the same series reached through the inputs
-        if record.uid == found[0].uid:
-            return record
-    return found[0]
+    found = [r for r in records if r.uid == text]
+    if not found:
+        path = Path(text)
+        if not path.exists():
+            known = ", ".join(f"{r.uid} ('{r.description}')" for r in records) or "none"
+            raise InputError(f"--{role.replace(' ', '-').lower()} {text}: neither a file or folder nor the UID of "
+                             f"a series in the input (series found: {known})")
+        found = _records_of_paths([path], notes)
+        # the same series reached through the inputs
+        known_records = {(r.uid, r.group): r for r in records}
+        found = [known_records.get((r.uid, r.group), r) for r in found]
+    if len({r.uid for r in found}) != 1 or (len(found) > 1 and not several):
+        raise InputError(f"{value}: holds {len(found)} series or slice groups; give the {role} series by its "
+                         f"folder, files or SeriesInstanceUID ({', '.join(r.description for r in found)})")
+    return found
 
 
 # --------------------------------------------------------------------------- judging a series
