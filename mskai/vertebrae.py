@@ -36,22 +36,29 @@ Rules, in the order they are applied:
    farther from the centre line than ``max(20 mm, 1.5 x the 90th percentile
    of the core voxels' distances)`` (detached posterior elements of a body
    mask, ribs, noise) is dropped.
-5. **Touching vertebrae split.** A component longer along ``t`` than
-   :data:`SPLIT_LENGTH` x pitch holds ``max(2, round(length / pitch))``
-   vertebrae.  With a disc mask it is cut at each disc whose centroid lies
-   inside it (away from its ends by a quarter pitch); without discs (or where
-   discs are missing) it is cut at the narrowest cross-sections: the lowest
-   minima of its smoothed cross-section area along ``t``, at least 0.6 pitch
-   apart and 0.35 pitch from its ends.  Cuts are planes normal to the centre
-   line.
-6. **Split vertebrae merged.** Pieces are sorted along ``t``; a piece whose
-   centroid lies within :data:`MERGE_FRACTION` x pitch of the current
-   vertebra's centroid joins it (halves of a body split by a cleft lie about
-   0.35 pitch apart, neighbouring vertebrae one pitch apart).
+5. **Touching vertebrae split.** A component longer along ``t`` (1st to 99th
+   percentile) than :data:`SPLIT_LENGTH` x pitch holds several vertebrae.  With
+   a disc mask it is cut first at each disc whose centroid lies inside it (a
+   quarter pitch from its ends).  Any stretch still too long is cut at its
+   *waists*: local minima of its smoothed cross-section area along ``t`` of at
+   most :data:`WAIST_RATIO` of the smaller of the largest areas within one
+   pitch on either side, deepest first, 0.6 pitch apart and
+   :data:`END_MARGIN` pitch from the ends (a disc level, or the thin bridge
+   of a facet joint or an osteophyte).  A piece still too long (a block with no
+   waist) is cut into ``max(2, round(length / pitch))`` at its narrowest cross
+   sections.  Cuts are planes normal to the centre line.
+6. **Split vertebrae merged.** Pieces are taken largest first; each joins the
+   vertebra whose centroid is nearest along ``t`` when it lies within
+   :data:`MERGE_FRACTION` x pitch, else starts a vertebra (halves of a body
+   split by a cleft lie about 0.35 pitch apart, neighbouring vertebrae one
+   pitch apart; fragments go to the body they belong to).
 7. **Extra components dropped by size.** A vertebra smaller than
    :data:`MIN_VOLUME_FRACTION` of the median vertebra (the median over those at
    least 30 % of the 90th-percentile volume) is dropped, unless it is cut by
-   the field edge, when :data:`MIN_EDGE_VOLUME_FRACTION` is enough.
+   the field edge, when :data:`MIN_EDGE_VOLUME_FRACTION` (10 %) is enough: a
+   thinner sliver (an endplate, a spinous-process tip) cannot be told apart
+   from its neighbour's fragments, so a ``first_label``/``last_label`` must
+   name a vertebra with at least a tenth of its volume in the field.
 8. **Field edge.** A vertebra with a voxel on an image face whose normal is
    within 60 degrees of the spine axis (the field's cranial or caudal limit)
    is ``cut_by_edge``: flagged in its dict and in the warnings, kept and named
@@ -88,8 +95,9 @@ CORE_FRACTION = 0.25
 SPLIT_LENGTH = 1.45
 MERGE_FRACTION = 0.5
 WAIST_RATIO = 0.5
+END_MARGIN = 0.2
 MIN_VOLUME_FRACTION = 0.2
-MIN_EDGE_VOLUME_FRACTION = 0.03
+MIN_EDGE_VOLUME_FRACTION = 0.1
 PITCH_RANGE_MM = (12.0, 50.0)
 MIN_DROP_DISTANCE_MM = 20.0
 
@@ -273,7 +281,7 @@ def _waist_cuts(t: np.ndarray, pitch: float, voxel_mm3: float, sigma_mm: float) 
     reach = max(1, int(round(pitch / _STEP_MM)))
     candidates = []
     for i in range(1, len(area) - 1):
-        if not (lo + 0.35 * pitch < centres[i] < hi - 0.35 * pitch):
+        if not (lo + END_MARGIN * pitch < centres[i] < hi - END_MARGIN * pitch):
             continue
         if area[i] > area[i - 1] or area[i] > area[i + 1]:
             continue
@@ -463,8 +471,8 @@ def label_vertebrae(mask: Image, *, first_label: str | None = None, last_label: 
                  "pieces": int(n_pieces), "split": bool(split)}
         vertebrae.append(entry)
         if cut:
-            end = "cranial" if position == 0 else "caudal" if position == len(order_v) - 1 else "field"
-            warnings.append(f"vertebra {names[position]} touches the {end} edge of the field: it is cut, "
+            end = "cranial " if position == 0 else "caudal " if position == len(order_v) - 1 else ""
+            warnings.append(f"vertebra {names[position]} touches the {end}edge of the field: it is cut, "
                             "its centroid and volume are those of the part in the field")
     n_far = sum(1 for d in dropped if d["reason"] != "small")
     n_small = len(dropped) - n_far
@@ -512,21 +520,33 @@ def _disc_positions(discs: Image, line: _CentreLine) -> np.ndarray:
 
 def _merge(pieces: list[np.ndarray], split_flags: list[bool], t: np.ndarray,
            pitch: float) -> list[tuple[np.ndarray, bool, int]]:
-    """Group pieces along ``t`` whose centroids lie within MERGE_FRACTION x pitch."""
+    """Group pieces whose centroids lie within MERGE_FRACTION x pitch along ``t``.
+
+    Largest pieces first: each joins the group with the nearest centroid when it
+    is close enough, else starts a group, so fragments go to the body they
+    belong to and a group never creeps along the spine piece by piece.
+    """
     if not pieces:
         return []
     means = [float(t[p].mean()) for p in pieces]
-    order = np.argsort(means)
-    groups: list[list[int]] = []
+    order = sorted(range(len(pieces)), key=lambda i: -len(pieces[i]))
+    members: list[list[int]] = []
+    centres: list[float] = []
+    weights: list[int] = []
     for index in order:
-        if groups:
-            current = groups[-1]
-            rows = np.concatenate([pieces[i] for i in current])
-            if abs(means[index] - float(t[rows].mean())) < MERGE_FRACTION * pitch:
-                current.append(int(index))
+        if centres:
+            gaps = np.abs(np.asarray(centres) - means[index])
+            g = int(np.argmin(gaps))
+            if gaps[g] < MERGE_FRACTION * pitch:
+                members[g].append(index)
+                total = weights[g] + len(pieces[index])
+                centres[g] = (centres[g] * weights[g] + means[index] * len(pieces[index])) / total
+                weights[g] = total
                 continue
-        groups.append([int(index)])
-    return [(np.concatenate([pieces[i] for i in g]), any(split_flags[i] for i in g), len(g)) for g in groups]
+        members.append([index])
+        centres.append(means[index])
+        weights.append(len(pieces[index]))
+    return [(np.concatenate([pieces[i] for i in g]), any(split_flags[i] for i in g), len(g)) for g in members]
 
 
 def _drop_small(groups: list[tuple[np.ndarray, bool, int]], mask: Image, kk: np.ndarray,
