@@ -315,7 +315,9 @@ def test_module_cmakelists_lists_every_script(module):
     assert keyword_values(build, "NAME", BUILD_KEYWORDS) == [module]
     assert "WITH_GENERIC_TESTS" in build
     listed = set(keyword_values(build, "SCRIPTS", BUILD_KEYWORDS))
-    on_disk = {path.relative_to(REPOSITORY / module).as_posix() for path in python_files(REPOSITORY / module)}
+    effect_folders = [REPOSITORY / module / folder for folder in effect_module_folders(module)]
+    on_disk = {path.relative_to(REPOSITORY / module).as_posix() for path in python_files(REPOSITORY / module)
+               if not any(folder in path.parents for folder in effect_folders)}
     assert listed == on_disk, f"not listed: {sorted(on_disk - listed)}; listed but absent: {sorted(listed - on_disk)}"
     assert {f"{module}.py", f"{module}Lib/__init__.py", f"{module}Lib/logic.py"} <= listed
 
@@ -344,6 +346,92 @@ def test_module_icon_is_a_128_pixel_png(module):
 
     with Image.open(REPOSITORY / module / "Resources" / "Icons" / f"{module}.png") as icon:
         assert icon.format == "PNG" and icon.size == (128, 128)
+
+
+# ---- the Segment Editor effects (Slicer's ScriptedSegmentEditorEffect template) ----------------------------
+
+# Module -> the effects it registers: hidden module folder -> effect name.
+SEGMENT_EDITOR_EFFECTS = {
+    "CervicalMR": {"SegmentEditorMSKAIFindingPoint": "Finding point", "SegmentEditorMSKAIDiscLevel": "Disc level"},
+}
+# Library files of the modules that must run without Qt beyond <Module>Lib/{__init__,logic}.py.
+QT_FREE_LIBRARY_FILES = ("CervicalMR/CervicalMRLib/annotation.py",)
+
+
+def effect_module_folders(module: str) -> list[str]:
+    """Sub-folders of a module folder that hold a module of their own (a CMakeLists.txt)."""
+    return sorted(path.parent.name for path in (REPOSITORY / module).glob("*/CMakeLists.txt"))
+
+
+EFFECT_MODULES = [(module, folder) for module, effects in SEGMENT_EDITOR_EFFECTS.items() for folder in effects]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_effect_modules_are_added_by_their_module(module):
+    folders = effect_module_folders(module)
+    assert folders == sorted(SEGMENT_EDITOR_EFFECTS.get(module, {})), "an effect folder is not in SEGMENT_EDITOR_EFFECTS"
+    added = [arguments[0] for name, arguments in cmake_commands(REPOSITORY / module / "CMakeLists.txt")
+             if name == "add_subdirectory"]
+    assert sorted(added) == folders
+
+
+@pytest.mark.parametrize("module,folder", EFFECT_MODULES)
+def test_effect_module_cmakelists_lists_its_files(module, folder):
+    root = REPOSITORY / module / folder
+    variables: dict[str, list[str]] = {}
+    build: list[str] = []
+    for name, arguments in cmake_commands(root / "CMakeLists.txt"):
+        if name == "set":
+            variables[arguments[0]] = arguments[1:]
+        elif name == "slicermacrobuildscriptedmodule":
+            build = arguments
+
+    def expand(value: str) -> str:  # ${MODULE_PYTHON_SCRIPTS} holds ${MODULE_NAME}: twice
+        for _ in range(2):
+            value = re.sub(r"\$\{(\w+)\}", lambda m: " ".join(variables.get(m.group(1), [m.group(0)])), value)
+        return value
+
+    build = [part for value in build for part in expand(value).split()]
+    assert keyword_values(build, "NAME", BUILD_KEYWORDS) == [folder]
+    scripts = set(keyword_values(build, "SCRIPTS", BUILD_KEYWORDS))
+    resources = set(keyword_values(build, "RESOURCES", BUILD_KEYWORDS))
+    assert scripts == {path.relative_to(root).as_posix() for path in python_files(root)}
+    assert scripts == {f"{folder}.py", f"{folder}Lib/__init__.py", f"{folder}Lib/SegmentEditorEffect.py"}
+    assert resources == {path.relative_to(root).as_posix() for path in root.rglob("*")
+                         if path.is_file() and path.suffix != ".py" and path.name != "CMakeLists.txt"
+                         and "__pycache__" not in path.parts}
+    assert resources == {f"{folder}Lib/SegmentEditorEffect.png"}
+
+
+@pytest.mark.parametrize("module,folder", EFFECT_MODULES)
+def test_effect_module_registers_its_effect_at_startup(module, folder):
+    root = REPOSITORY / module / folder
+    classes = classes_of(parse_python(root / f"{folder}.py"))
+    module_class = classes[folder]
+    assert base_names(module_class) == ["ScriptedLoadableModule"]
+    source = ast.unparse(module_class)
+    assert "self.parent.hidden = True" in source
+    assert "slicer.app.connect('startupCompleted()', self.registerEditorEffect)" in source
+    register = next(node for node in module_class.body
+                    if isinstance(node, ast.FunctionDef) and node.name == "registerEditorEffect")
+    body = ast.unparse(register)
+    for call in ("qSlicerSegmentEditorScriptedEffect(None)", "Lib/SegmentEditorEffect.py'", "setPythonSource(",
+                 ".self().register()"):
+        assert call in body, f"{folder}.registerEditorEffect lacks {call}"
+    assert base_names(classes[f"{folder}Test"]) == ["ScriptedLoadableModuleTest"]
+
+    effect_tree = parse_python(root / f"{folder}Lib" / "SegmentEditorEffect.py")
+    effect = classes_of(effect_tree)["SegmentEditorEffect"]  # the class setPythonSource looks for
+    assert base_names(effect) == ["AbstractScriptedSegmentEditorEffect"]
+    methods = {node.name: ast.unparse(node) for node in effect.body if isinstance(node, ast.FunctionDef)}
+    assert f"scriptedEffect.name = {SEGMENT_EDITOR_EFFECTS[module][folder]!r}" in methods["__init__"]
+    assert "clonedEffect.setPythonSource(__file__" in methods["clone"]
+    assert {"icon", "helpText", "setupOptionsFrame", "setMRMLDefaults", "updateGUIFromMRML", "updateMRMLFromGUI",
+            "processInteractionEvents"} <= set(methods)
+    # the clicks are handled by the Qt-free library, which the tests run on real segmentations
+    assert "from CervicalMRLib.annotation import" in methods["processInteractionEvents"]
+    init = (root / f"{folder}Lib" / "__init__.py").read_text()
+    assert "from .SegmentEditorEffect import *" in init
 
 
 # ---- the .ui files ------------------------------------------------------------------------------
@@ -533,6 +621,7 @@ def test_logic_code_never_needs_qt():
     """The Logic and the shared helpers run without Qt: Qt packages are never
     imported, and Slicer's Qt-layer modules only inside ``try ... except ImportError``."""
     paths = [REPOSITORY / module / f"{module}Lib" / name for module in MODULES for name in ("__init__.py", "logic.py")]
+    paths += [REPOSITORY / name for name in QT_FREE_LIBRARY_FILES]
     paths += [path for path in python_files(REPOSITORY / "mskai_slicer") if path != WIDGET_MIXIN]
     offenders = []
     for path in paths:

@@ -1,0 +1,60 @@
+import os
+
+import slicer
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest
+
+
+class SegmentEditorMSKAIFindingPoint(ScriptedLoadableModule):
+    """Hidden module that registers CervicalMR's "Finding point" Segment Editor effect
+    (Slicer's ScriptedSegmentEditorEffect template)."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("Segment Editor: MSKAI finding point")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
+        self.parent.dependencies = ["Segmentations"]
+        self.parent.contributors = ["MSKAI developers (MSKAI open-source project)"]
+        self.parent.hidden = True
+        self.parent.helpText = _("""This hidden module registers the "Finding point" Segment Editor effect of
+MSKAI's Cervical MR module. Pick a finding (hyperplasia, slip, herniation and its type, PLL or LF thickening) and click: a dot of the paper's diameter (10 pixels for vertebra and disc findings, 3 pixels for PLL and LF) is painted into the finding's segment on the slice under the cursor.""")
+        self.parent.acknowledgementText = _("""Annotation protocol of Zhu Yifeng, Li Yushi, Sun Zhaonan et al.,
+Radiologic Practice 2024;39(6):779-787, DOI 10.13609/j.cnki.1000-0313.2024.06.011; this implementation is independent.""")
+        slicer.app.connect("startupCompleted()", self.registerEditorEffect)
+
+    def registerEditorEffect(self):
+        import qSlicerSegmentationsEditorEffectsPythonQt as qSlicerSegmentationsEditorEffects
+
+        instance = qSlicerSegmentationsEditorEffects.qSlicerSegmentEditorScriptedEffect(None)
+        effectFilename = os.path.join(os.path.dirname(__file__), self.__class__.__name__ + "Lib/SegmentEditorEffect.py")
+        instance.setPythonSource(effectFilename.replace("\\", "/"))
+        instance.self().register()
+
+
+class SegmentEditorMSKAIFindingPointTest(ScriptedLoadableModuleTest):
+    """The effect is registered and can be made active in a Segment Editor; what its clicks
+    do is tested by CervicalMRLib.annotation's checks (Testing/test_cervicalmr_annotation.py)."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear(0)
+
+    def runTest(self):
+        self.setUp()
+        self.test_EffectIsRegistered()
+
+    def test_EffectIsRegistered(self):
+        self.delayDisplay("Looking for the Finding point effect")
+        registered = [effect.name for effect in slicer.qSlicerSegmentEditorEffectFactory.instance().registeredEffects()]
+        self.assertIn("Finding point", registered)
+        segmentEditorWidget = slicer.qMRMLSegmentEditorWidget()
+        segmentEditorWidget.setMRMLScene(slicer.mrmlScene)
+        segmentEditorNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+        segmentEditorWidget.setMRMLSegmentEditorNode(segmentEditorNode)
+        segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+        segmentEditorWidget.setSegmentationNode(segmentationNode)
+        segmentEditorWidget.setActiveEffectByName("Finding point")
+        self.assertIsNotNone(segmentEditorWidget.activeEffect())
+        self.assertEqual(segmentEditorWidget.activeEffect().name, "Finding point")
+        segmentEditorWidget.setActiveEffect(None)
+        self.delayDisplay("Test passed")
