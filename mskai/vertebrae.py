@@ -44,8 +44,10 @@ Rules, in the order they are applied:
    most :data:`WAIST_RATIO` of the smaller of the largest areas within one
    pitch on either side, deepest first, 0.6 pitch apart and
    :data:`END_MARGIN` pitch from the ends (a disc level, or the thin bridge
-   of a facet joint or an osteophyte).  A piece still too long (a block with no
-   waist) is cut into ``max(2, round(length / pitch))`` at its narrowest cross
+   of a facet joint or an osteophyte).  A piece still too long is cut at its
+   mild waists (:data:`MILD_WAIST_RATIO`, the same rule: bodies fused over
+   the whole disc height leave only a shallow dip), and a piece still too long
+   after that (a block with no waist) is cut into ``max(2, round(length / pitch))`` at its narrowest cross
    sections.  Cuts are planes normal to the centre line.
 6. **Split vertebrae merged.** Pieces are taken largest first; each joins the
    vertebra whose centroid is nearest along ``t`` when it lies within
@@ -95,6 +97,7 @@ CORE_FRACTION = 0.25
 SPLIT_LENGTH = 1.45
 MERGE_FRACTION = 0.5
 WAIST_RATIO = 0.5
+MILD_WAIST_RATIO = 0.9
 END_MARGIN = 0.2
 MIN_VOLUME_FRACTION = 0.2
 MIN_EDGE_VOLUME_FRACTION = 0.1
@@ -261,19 +264,25 @@ def _split_stretch(t: np.ndarray, pitch: float, voxel_mm3: float, sigma_mm: floa
     where a piece between waists is still too long, at its narrowest cross-sections."""
     if _stretch(t) <= SPLIT_LENGTH * pitch:
         return []
-    cuts = _waist_cuts(t, pitch, voxel_mm3, sigma_mm)
-    bounds = [float(t.min())] + cuts + [float(t.max())]
-    extra: list[float] = []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        piece = t[(t >= lo) & (t <= hi)]
-        length = _stretch(piece)
-        if length > SPLIT_LENGTH * pitch:
-            extra += _cut_positions(piece, max(2, int(round(length / pitch))), pitch, voxel_mm3, sigma_mm)
-    return sorted(cuts + extra)
+    cuts = _waist_cuts(t, pitch, voxel_mm3, sigma_mm, WAIST_RATIO)
+    for ratio in (MILD_WAIST_RATIO, None):
+        bounds = [float(t.min())] + cuts + [float(t.max())]
+        extra: list[float] = []
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            piece = t[(t >= lo) & (t <= hi)]
+            length = _stretch(piece)
+            if length <= SPLIT_LENGTH * pitch:
+                continue
+            if ratio is not None:
+                extra += _waist_cuts(piece, pitch, voxel_mm3, sigma_mm, ratio)
+            else:
+                extra += _cut_positions(piece, max(2, int(round(length / pitch))), pitch, voxel_mm3, sigma_mm)
+        cuts = sorted(cuts + extra)
+    return cuts
 
 
-def _waist_cuts(t: np.ndarray, pitch: float, voxel_mm3: float, sigma_mm: float) -> list[float]:
-    """Positions of the waists: local minima of the cross-section area at most WAIST_RATIO
+def _waist_cuts(t: np.ndarray, pitch: float, voxel_mm3: float, sigma_mm: float, ratio: float) -> list[float]:
+    """Positions of the waists: local minima of the cross-section area at most ``ratio``
     of the smaller of the largest areas within one pitch on either side, 0.6 pitch apart
     (deepest first) and 0.35 pitch from the ends."""
     lo, hi = float(t.min()), float(t.max())
@@ -287,7 +296,7 @@ def _waist_cuts(t: np.ndarray, pitch: float, voxel_mm3: float, sigma_mm: float) 
             continue
         left = area[max(0, i - reach):i].max()
         right = area[i + 1:i + 1 + reach].max()
-        if area[i] <= WAIST_RATIO * min(left, right):
+        if area[i] <= ratio * min(left, right):
             candidates.append(i)
     candidates.sort(key=lambda i: area[i] / max(area[max(0, i - reach):i + 1 + reach].max(), 1e-9))
     cuts: list[float] = []
