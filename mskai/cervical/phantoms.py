@@ -698,7 +698,7 @@ def make_cervical_study(seed: int, *, findings: Any = None, axial: str = "parall
     sag_grid, sag_detail = _sagittal_grid(scene, scanner, size, fov)
     levels_in_field = [level for level in DISC_LEVELS if _inside(sag_grid, scene.disc_geometry(level)["frame"][:3, 3])]
     axial_grids = _axial_grids(scene, scanner, size, axial, levels_in_field)
-    subslices = 3 if size == "paper" else 1
+    subslices = 3  # thick slices average three thin ones (partial volume); labels from the centre
     acquisition = {}
     for key, (description, te, tr, etl) in _ACQUISITION.items():
         acquisition[key] = {"description": description, "echo_time": round(float(scanner.uniform(*te)), 1),
