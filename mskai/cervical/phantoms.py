@@ -243,7 +243,7 @@ def _draw_findings(rng: np.random.Generator) -> dict[str, Any]:
             "degenerated": degenerated}
 
 
-def _merge_findings(drawn: dict[str, Any], given: Any, rng: np.random.Generator) -> dict[str, Any]:
+def _merge_findings(drawn: dict[str, Any], given: Any) -> dict[str, Any]:
     """Drawn findings with the categories of ``given`` replaced (see :func:`make_cervical_study`)."""
     if given is None:
         return drawn
@@ -572,8 +572,11 @@ def _sagittal_grid(scene: _Scene, rng: np.random.Generator, size: str, fov: str)
         rim = [(c2.frame @ np.array([c2.half_width * math.cos(t), c2.half_depth * math.sin(t), -c2.height / 2, 1.0]))[2]
                for t in np.linspace(0, 2 * math.pi, 24, endpoint=False)]
         margin = float(rng.uniform(1.0, 3.0)) + 2.5  # spurs reach up to 2.5 mm beyond the endplate
+        # Move the top edge down and keep the bottom: fewer rows (the field is planned below C2).
         drop = grid.corners()[:, 2].max() - (min(rim) - margin)
-        grid = _Grid(grid.shape, grid.spacing, grid.origin - np.array([0.0, 0.0, drop]), grid.direction)
+        rows = grid.shape[1] - int(drop / (grid.spacing[1] * abs(grid.direction[2, 1])))
+        grid = _Grid((grid.shape[0], rows, grid.shape[2]), grid.spacing,
+                     grid.origin - np.array([0.0, 0.0, drop]), grid.direction)
         detail["top_below_c2_mm"] = margin
     return grid, detail
 
@@ -681,8 +684,10 @@ def make_cervical_study(seed: int, *, findings: Any = None, axial: str = "parall
             thickness mm} (normal 2.0).
         axial: ``"parallel"``, ``"per_disc"`` or ``"oblique"`` (see the module docstring).
         fov: ``"full"`` (skull base to T1/T2) or ``"below_c2"`` (the field starts below C2's body).
-        size: ``"small"`` (0.7-0.8 mm sagittal pixels, 11-13 slices; about a
-            second or two) or ``"paper"`` (0.5-0.6 mm, 13-15 slices, thick-slice partial volume).
+        size: ``"small"`` (0.7-0.8 mm sagittal pixels, 11-13 slices of 3-3.5 mm,
+            axial 0.6-0.8 mm; about 0.3 s) or ``"paper"`` (0.5-0.6 mm, 13-15 slices
+            of 3-4 mm, axial 0.45-0.6 mm; under a second).  Each thick slice is the
+            mean of three thin ones (partial volume); labels are its centre's.
 
     Returns:
         A :class:`CervicalStudy`.
@@ -692,7 +697,7 @@ def make_cervical_study(seed: int, *, findings: Any = None, axial: str = "parall
     streams = {name: np.random.default_rng([int(seed) & 0xFFFFFFFF, 2002, index])
                for index, name in enumerate(_STREAMS)}
     anatomy = _draw_anatomy(streams["anatomy"])
-    chosen = _merge_findings(_draw_findings(streams["findings"]), findings, streams["findings"])
+    chosen = _merge_findings(_draw_findings(streams["findings"]), findings)
     scene = _Scene(anatomy, chosen)
     scanner = streams["scanner"]
     sag_grid, sag_detail = _sagittal_grid(scene, scanner, size, fov)
