@@ -164,6 +164,22 @@ def resample_to_spacing(image: Image, spacing_mm: float | Sequence[float],
     return _resample(image, size, new_spacing, origin, image.direction, interpolator, default_value)
 
 
+def resample_like(image: Image, reference: Image, interpolator: str = "nearest", default_value: float = 0.0) -> Image:
+    """``image`` resampled onto ``reference``'s grid (through patient coordinates;
+    ``nearest`` for labels, ``linear`` for intensities), ``default_value`` outside it."""
+    methods = {"nearest": sitk.sitkNearestNeighbor, "linear": sitk.sitkLinear}
+    if interpolator not in methods:
+        raise ValueError(f"interpolator must be nearest or linear, got {interpolator!r}")
+    source = to_sitk(image)
+    grid = sitk.Image([int(n) for n in reference.size], source.GetPixelID())
+    grid.SetSpacing(reference.spacing)
+    grid.SetOrigin(reference.origin)
+    grid.SetDirection(tuple(float(v) for v in reference.direction.reshape(-1)))
+    out = sitk.Resample(source, grid, sitk.Transform(), methods[interpolator], float(default_value),
+                        source.GetPixelID())
+    return from_sitk(out, meta=dict(image.meta))
+
+
 def crop_around(image: Image, center_lps: Sequence[float], size_mm: float | Sequence[float],
                 spacing_mm: float | Sequence[float] | None = None,
                 fill: float | None = None, interpolator: str = "linear") -> Image:

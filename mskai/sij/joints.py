@@ -87,10 +87,9 @@ from scipy import ndimage
 
 from mskai.ct import finite_image
 from mskai.errors import InputError
-from mskai.geometry import reformat, resample_to_spacing
+from mskai.geometry import reformat, resample_like, resample_to_spacing
 from mskai.image import Image
 from mskai.labels import LABELMAP_SUFFIXES, read_labelmap
-from mskai.sitk_bridge import to_sitk
 
 SIDES = ("left", "right")
 WORK_PIXEL_MM = 1.5
@@ -684,12 +683,7 @@ def _contacts_from_bones(axial: Image, bones: Image, names: Mapping[int, str],
 
 def _resample_labels(labels: Image, reference: Image) -> np.ndarray:
     """``labels`` (uint8) on ``reference``'s grid, nearest neighbour, 0 outside."""
-    ref = sitk.Image([int(n) for n in reference.size], sitk.sitkUInt8)
-    ref.SetSpacing(reference.spacing)
-    ref.SetOrigin(reference.origin)
-    ref.SetDirection(tuple(float(v) for v in reference.direction.reshape(-1)))
-    out = sitk.Resample(to_sitk(labels), ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-    return sitk.GetArrayFromImage(out)
+    return resample_like(labels.with_array(labels.array.astype(np.uint8)), reference).array
 
 
 def _read_mask_folder(folder: Path) -> Image:
