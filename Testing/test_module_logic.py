@@ -23,14 +23,15 @@ import pytest
 from mskai.errors import InputError, NotAvailableError
 from mskai.image import Image
 from mskai.results import new_result, write_result
-from mskai.tasks import PlaceholderTask, Task, all_tasks
+from mskai.tasks import PlaceholderTask, Task, all_tasks, task_for_module
 from mskai_slicer.module_logic import model_argument, result_rows, score_text, verdict_text
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 MODULE_TASKS = {task.slicer_module: task.name for task in all_tasks()}
 # Analyses that have landed are checked on real results (test_<module>_logic.py); the
 # registry says which have not.
-PLACEHOLDER_MODULES = {task.slicer_module: task.name for task in all_tasks() if isinstance(task, PlaceholderTask)}
+PLACEHOLDER_MODULES = {task.slicer_module: task.name for task in all_tasks()
+                       if isinstance(task_for_module(task.slicer_module), PlaceholderTask)}
 # Slicer puts each scripted module's folder on sys.path; do the same for <Module>Lib.
 for _module in MODULE_TASKS:
     if str(REPOSITORY / _module) not in sys.path:

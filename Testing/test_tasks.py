@@ -12,7 +12,7 @@ import pytest
 
 from mskai.batch import BatchItem, BatchPlan, find_items, item_key
 from mskai.cli import main
-from mskai.errors import InputError
+from mskai.errors import NotAvailableError, InputError
 from mskai.image import Image
 from mskai.results import new_result, write_result
 from mskai.tasks import (DemoCase, PlaceholderTask, Task, all_tasks, get_task, read_one_input, task_for_module,
@@ -89,10 +89,15 @@ def test_registry_finds_every_task_folder_in_the_spec_order():
     assert {task.slicer_module for task in all_tasks()} == {"SacroiliitisCT", "SpineOVF", "CervicalMR", "WristQC"}
     with pytest.raises(InputError, match="unknown task 'knee'"):
         get_task("knee")
-    # a placeholder still declares its Slicer module's inputs for the shared Slicer checks
-    assert isinstance(get_task("cervical"), PlaceholderTask)
-    assert [spec.argument for spec in get_task("cervical").slicer_phantom_inputs] == [
+    # a task whose Slicer module has not landed (CervicalMR: command line only) is a placeholder to
+    # Slicer that still declares its module's inputs for the shared Slicer checks
+    assert not isinstance(get_task("cervical"), PlaceholderTask) and get_task("cervical").slicer_ready is False
+    in_slicer = task_for_module("CervicalMR")
+    assert isinstance(in_slicer, PlaceholderTask) and in_slicer.name == "cervical"
+    assert [spec.argument for spec in in_slicer.slicer_phantom_inputs] == [
         "sagittal_t1_node", "sagittal_t2_node", "axial_t2_node"]
+    with pytest.raises(NotAvailableError, match="not available yet in the CervicalMR Slicer module"):
+        in_slicer.run([])
 
 
 # ---- one analysis ------------------------------------------------------------------------

@@ -194,10 +194,11 @@ def test_removing_the_input_cancels_and_a_finished_result_is_matched_by_node_obj
 def test_placeholder_analysis_answers_not_available_through_the_worker(mrml_scene):
     import importlib
 
-    from mskai.tasks import PlaceholderTask, all_tasks
+    from mskai.tasks import PlaceholderTask, all_tasks, task_for_module
     from mskai_slicer.module_checks import phantom_inputs
 
-    module = next((task.slicer_module for task in all_tasks() if isinstance(task, PlaceholderTask)), None)
+    module = next((task.slicer_module for task in all_tasks()
+                   if isinstance(task_for_module(task.slicer_module), PlaceholderTask)), None)
     if module is None:
         pytest.skip("every module's analysis has landed")
     if str(REPOSITORY / module) not in sys.path:

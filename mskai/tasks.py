@@ -196,6 +196,10 @@ class Task:
     demo_cases: tuple[DemoCase, ...] = ()
     demo_samples_version: str = ""
     demo_summary_phrase: str = "demo cases correct"
+    slicer_ready: bool = True
+    """False while the task runs from the command line but its Slicer module has not
+    landed: Slicer then sees a placeholder (:func:`slicer_task`), hidden and answering
+    "not available yet", never a half-built panel."""
     trainer: str = ""
     evaluator: str = ""
 
@@ -242,9 +246,7 @@ class Task:
         try:
             report(0.0, f"reading the {self.input_what}")
             with timer("read"):
-                image = read_one_input(inputs, series_uid, what=self.input_what, module=self.slicer_module,
-                                       task=self.name,
-                                       files_of_one_series=self.files_of_one_series)
+                image = self.read_input(inputs, series_uid, force=force, options=options)
             self.check_input(image, force=force)  # refuse bad input before loading a model
             report(0.02, "loading the model")
             with timer("load_model"):
@@ -260,6 +262,13 @@ class Task:
         finally:
             report.close()
         return analysis
+
+    def read_input(self, inputs: Any, series_uid: str | None, *, force: bool, options: dict[str, Any]) -> Any:
+        """What :meth:`analyse_image` analyses: by default the one image of
+        :func:`read_one_input`; a task whose input is a study of several series
+        (CervicalMR) reads it here, with its own options."""
+        return read_one_input(inputs, series_uid, what=self.input_what, module=self.slicer_module, task=self.name,
+                              files_of_one_series=self.files_of_one_series)
 
     def publish(self, analysis: Any, output_dir: str | Path, *, reports: bool = True) -> None:
         """Write the outputs of ``analysis`` (:meth:`write_outputs`) into a work folder
@@ -503,8 +512,36 @@ def get_task(name: str) -> Task:
 
 
 def task_for_module(slicer_module: str) -> Task:
-    """The task object behind Slicer module ``slicer_module`` (e.g. ``SpineOVF``)."""
+    """The task object behind Slicer module ``slicer_module`` (e.g. ``SpineOVF``), as
+    Slicer sees it (:func:`slicer_task`)."""
     for task in _registry().values():
         if task.slicer_module == slicer_module:
-            return task
+            return slicer_task(task.name)
     raise InputError(f"no task belongs to the Slicer module {slicer_module!r}")
+
+
+def slicer_task(name: str) -> Task:
+    """Task ``name`` as the Slicer modules and their worker run it: the task itself, or,
+    while its Slicer module has not landed (:attr:`Task.slicer_ready` False), a
+    placeholder with its name, title and module that answers "not available yet"."""
+    task = get_task(name)
+    if task.slicer_ready or isinstance(task, PlaceholderTask):
+        return task
+    return _slicer_placeholder(name)
+
+
+@lru_cache(maxsize=None)
+def _slicer_placeholder(name: str) -> Task:
+    task = get_task(name)
+
+    class NotInSlicerYet(PlaceholderTask):
+        def _not_available(self, what: str) -> NotAvailableError:
+            return NotAvailableError(
+                f"the {self.name} {what} ({self.title}) is not available yet in the {self.slicer_module} "
+                f"Slicer module; run it from the command line ('mskai analyze {self.name}')")
+
+    stand_in = NotInSlicerYet()
+    for attribute in ("name", "title", "slicer_module", "order", "input_what", "files_of_one_series",
+                      "slicer_phantom_inputs"):
+        setattr(stand_in, attribute, getattr(task, attribute))
+    return stand_in

@@ -111,11 +111,11 @@ def _answer(session: Path, number: int, kept: dict[str, tuple[str, Any, dict[str
 
 def _execute(request: Mapping[str, Any], kept: dict[str, tuple[str, Any, dict[str, Any]]],
              report: Callable[[float, str], None]) -> Any:
-    from mskai.tasks import Task, all_tasks, get_task
+    from mskai.tasks import Task, all_tasks, slicer_task
 
     if request["op"] == "status":
         return {"model_loads": {task.name: task.model_loads for task in all_tasks()}}
-    task: Task = get_task(request["task"]) if isinstance(request["task"], str) else request["task"]
+    task: Task = slicer_task(request["task"]) if isinstance(request["task"], str) else request["task"]
     if request["op"] == "run":
         analysis = task.run(request["inputs"], request["output_dir"], model=request.get("model"),
                             device=request.get("device", "auto"), progress=report, **request.get("options", {}))

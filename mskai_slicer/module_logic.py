@@ -37,7 +37,7 @@ from typing import Any, Sequence
 from mskai.errors import InputError
 from mskai.image import Image
 from mskai.paths import cache_dir
-from mskai.tasks import Analysis, ProgressCallback, Task, get_task, quiet
+from mskai.tasks import Analysis, ProgressCallback, Task, quiet, slicer_task
 from mskai.worker import AnalysisCancelledError, AnalysisJob, WorkerProcess
 from mskai_slicer.geometry import volume_node_to_image
 from mskai_slicer.outputs import ATTRIBUTE_ROLE, OutputManager
@@ -193,7 +193,7 @@ class MSKAIModuleLogic(ScriptedLoadableModuleLogic):
         super().__init__()
         # ScriptedLoadableModuleLogic sets this too; the bare fallback does not.
         self.moduleName = type(self).__name__.removesuffix("Logic")
-        self.task = task if task is not None else SceneTask(get_task(self.task_name), **self.scene_run_options)
+        self.task = task if task is not None else SceneTask(slicer_task(self.task_name), **self.scene_run_options)
         self.outputs = outputs if outputs is not None else OutputManager(self.moduleName)
         self.last_result: dict | None = None
         self.last_output_dir: Path | None = None

@@ -876,3 +876,37 @@ def write_cervical_study(study: CervicalStudy, folder: str | Path, fmt: str = "d
     paths["truth"] = folder / "truth.json"
     paths["truth"].write_text(json.dumps(truth, indent=1) + "\n")
     return paths
+
+
+SEG_DATASET_COLUMNS = ("case_id", "image", "labels", "plane", "split")
+"""``dataset.csv`` of a segmentation dataset (:mod:`mskai.cervical.seg_training`)."""
+
+
+def make_cervical_seg_dataset(folder: str | Path, n_studies: int, seed: int, *,
+                              split: tuple[float, float, float] = (0.7, 0.15, 0.15), size: str = "small",
+                              show_progress: bool = True) -> Path:
+    """Write ``n_studies`` phantom studies as NIfTI (``folder/studies/<id>/``) and a
+    segmentation ``dataset.csv``: one row per series (sagittal T1, sagittal T2, every axial
+    stack) with its labelmap and plane; a study's series share its split (stratified by
+    axial mode: parallel, per disc, oblique about 40/30/30 %; a field below C2 in 15 %).
+    Returns the CSV's path."""
+    from mskai.phantoms.datasets import case_seed, split_shares, stratified_splits, write_dataset_csv
+    from mskai.progress import progress
+
+    folder = Path(folder)
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 9_173])
+    modes = rng.choice(AXIAL_MODES, size=n_studies, p=[0.4, 0.3, 0.3])
+    fovs = np.where(rng.random(n_studies) < 0.15, "below_c2", "full")
+    splits = stratified_splits(rng, modes, AXIAL_MODES, split_shares(split))
+    rows = []
+    indices = range(n_studies)
+    for index in (progress(indices, total=n_studies, desc="studies") if show_progress else indices):
+        study = make_cervical_study(case_seed(seed, 9_173, index), axial=str(modes[index]), fov=str(fovs[index]),
+                                    size=size)
+        study_id = f"study{index:04d}"
+        paths = write_cervical_study(study, folder / "studies" / study_id, fmt="nifti")
+        for key in sorted(k for k in paths if not k.endswith("_labels") and k not in ("truth", "study")):
+            rows.append({"case_id": f"{study_id}-{key}", "image": paths[key].relative_to(folder).as_posix(),
+                         "labels": paths[key + "_labels"].relative_to(folder).as_posix(),
+                         "plane": "sagittal" if key.startswith("sag") else "axial", "split": str(splits[index])})
+    return write_dataset_csv(folder, rows, SEG_DATASET_COLUMNS)

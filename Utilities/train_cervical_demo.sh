@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Reproduce the CervicalMR demo segmentation bundles Resources/Models/cervical-{sag,ax}-seg-demo/.
+#
+#   Utilities/train_cervical_demo.sh [WORK_DIR]      (default build/cervical-demo; run from anywhere)
+#
+# 1. 150 synthetic cervical MR studies (NIfTI) from seed 700 (mskai.cervical.phantoms.
+#    make_cervical_seg_dataset): sagittal T1 + T2 and every axial T2 stack, 85 % train / 15 % val.
+# 2. `mskai train cervical --stage segmentation --plane sagittal|axial --recipe demo` on the CPU.
+# 3. Both bundles copied to Resources/Models/ and registered (sha256).
+# 4. 40 fresh studies (seed 801, never used in training): `mskai evaluate cervical` (Dice per structure).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
+WORK="${1:-build/cervical-demo}"
+
+echo "== 1. training phantoms (seed 700) -> $WORK/train-data"
+"$PYTHON" -c "from mskai.cervical.phantoms import make_cervical_seg_dataset; \
+make_cervical_seg_dataset('$WORK/train-data', 150, seed=700, split=(0.85, 0.15, 0.0))"
+
+for PLANE in sagittal axial; do
+  echo "== 2. $PLANE segmentation with the demo recipe -> $WORK/train-$PLANE"
+  "$PYTHON" -m mskai train cervical --stage segmentation --plane "$PLANE" --data "$WORK/train-data/dataset.csv" \
+      --recipe demo --output "$WORK/train-$PLANE" --device cpu
+done
+
+echo "== 3. install and register the bundles"
+"$PYTHON" - "$WORK" <<'PY'
+import json, shutil, sys
+from pathlib import Path
+
+from mskai.bundles import load_bundle, registry_path
+
+work = Path(sys.argv[1])
+path = registry_path()
+registry = json.loads(path.read_text(encoding="utf-8"))
+for plane, folder in (("sagittal", "cervical-sag-seg-demo"), ("axial", "cervical-ax-seg-demo")):
+    target = Path("Resources/Models") / folder
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(work / f"train-{plane}" / "bundle", target)
+    bundle = load_bundle(target)
+    bundle.verify()
+    registry["bundles"] = [e for e in registry["bundles"] if e["id"] != bundle.id] + [
+        {"id": bundle.id, "version": bundle.version, "task": bundle.task, "path": folder,
+         "sha256": bundle.weights[0]["sha256"],
+         "description": f"CervicalMR {plane} segmentation U-Net (demo, synthetic data; not for clinical use)"}]
+    print(f"registered {bundle.label} sha256 {bundle.weights[0]['sha256']}")
+registry["bundles"] = sorted(registry["bundles"], key=lambda e: e["id"])
+path.write_text(json.dumps(registry, indent=2) + "\n", encoding="utf-8")
+PY
+
+echo "== 4. 40 fresh studies (seed 801) and the evaluation -> $WORK/eval"
+"$PYTHON" -c "from mskai.cervical.phantoms import make_cervical_seg_dataset; \
+make_cervical_seg_dataset('$WORK/test-data', 40, seed=801, split=(0.0, 0.0, 1.0))"
+"$PYTHON" -m mskai evaluate cervical --data "$WORK/test-data/dataset.csv" \
+    --model Resources/Models/cervical-sag-seg-demo,Resources/Models/cervical-ax-seg-demo --output "$WORK/eval" --device cpu
