@@ -51,6 +51,8 @@ class CervicalTask(Task):
 
         if isinstance(inputs, CervicalStudyInput):
             return inputs
+        if isinstance(inputs, (list, tuple)) and len(inputs) == 1 and isinstance(inputs[0], CervicalStudyInput):
+            return inputs[0]  # the Slicer Logic's study, built from the panel's nodes
         if series_uid is not None:
             raise InputError("--series does not apply to CervicalMR; use --sagittal-t1, --sagittal-t2, --axial-t2")
         roles = {key: options.get(key) for key in ROLE_OPTIONS}

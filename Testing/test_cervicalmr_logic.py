@@ -1,0 +1,142 @@
+"""The CervicalMR module's Logic on a real MRML scene (trame-slicer's standalone Slicer).
+
+The check bodies are :mod:`CervicalMRLib.checks`, the ones the module's desktop
+self-test runs: a phantom cervical MR study (sagittal T1/T2, parallel axial T2
+stacks), Analyze blocking (with the networks replaced by the phantom's labels, so
+that vertebrae and levels are the real ones) and through the worker (tiny
+random-weights bundles: structure only), the nodes (result and levels tables, named
+sagittal and axial segmentations, vertebra points), the level jump of the axial
+view, "Save as training case" read back by ``read_seg_dataset``, fine-tuning in
+the worker with a quick recipe (new version, old and new Dice) and accepting it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mskai.errors import InputError
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+DEMO = [REPOSITORY / "Resources" / "Models" / name for name in ("cervical-sag-seg-demo", "cervical-ax-seg-demo")]
+if str(REPOSITORY / "CervicalMR") not in sys.path:
+    sys.path.insert(0, str(REPOSITORY / "CervicalMR"))
+
+
+@pytest.fixture(autouse=True)
+def user_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MSKAI_HOME", str(tmp_path / "mskai-home"))
+
+
+@pytest.fixture(scope="module")
+def tiny_bundles(tmp_path_factory) -> str:
+    from mskai.cervical.segmentation import SliceGrid, build_segmenter, save_segmenter_bundle
+
+    torch.manual_seed(5)
+    folder = tmp_path_factory.mktemp("bundles")
+    unet = {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1}
+    paths = []
+    for plane in ("sagittal", "axial"):
+        path = folder / plane
+        save_segmenter_bundle(path, build_segmenter(plane, unet), plane=plane, unet=unet,
+                              grid=SliceGrid(size=64, spacing_mm=3.2), bundle_id=f"cervical-{plane[:3]}-test",
+                              version="1.0.0")
+        paths.append(str(path))
+    return ",".join(paths)
+
+
+@pytest.fixture()
+def truth_segmenter(monkeypatch):
+    """The networks replaced by the phantom's labels (in this process only)."""
+    from mskai.cervical.seg_training import class_map
+    import mskai.cervical.segmentation as segmentation
+
+    registry = {}
+
+    def segment(network, image, grid, plane, device="cpu", batch=8):
+        labels = registry[image.meta["series_instance_uid"]]
+        names = {1: "vertebral body", 2: "disc", 3: "dural sac", 4: "spinal cord"} if plane == "sagittal" else \
+            {1: "dural sac", 2: "spinal cord", 3: "disc", 4: "PLL", 5: "LF"}
+        return image.with_array(class_map(labels, plane), meta={**image.meta, "segment_names": names}, warnings=[])
+
+    monkeypatch.setattr(segmentation, "segment_series", segment)
+    return registry
+
+
+def _logic():
+    from CervicalMRLib.logic import CervicalMRLogic
+    from mskai.cervical.task import TASK
+    from mskai_slicer.module_logic import SceneTask
+
+    return CervicalMRLogic(task=SceneTask(TASK))
+
+
+def _study(registry):
+    from CervicalMRLib.checks import phantom_study, phantom_study_nodes
+
+    study = phantom_study()
+    for key in ("sag_t1", "sag_t2"):
+        registry[study.series[key].meta["series_instance_uid"]] = study.labels[key]
+    for image, labels in zip(study.series["axial_t2"], study.labels["axial_t2"]):
+        registry[image.meta["series_instance_uid"]] = labels
+    return study, phantom_study_nodes(study)
+
+
+def test_blocking_analysis_nodes_level_jump_and_training_cases(mrml_scene, truth_segmenter, tiny_bundles, tmp_path):
+    from CervicalMRLib.checks import check_level_jump, check_result_nodes, check_training_case_round_trip
+
+    study, nodes = _study(truth_segmenter)
+    logic = _logic()
+    result = logic.analyze(**nodes, model_path=tiny_bundles, device="cpu")
+    assert [v["name"] for v in result["vertebrae"]][:3] == ["C2", "C3", "C4"]
+    check_result_nodes(logic, result, nodes)
+    check_level_jump(logic, result)
+    assert logic.sagittal_segmentation_node().GetName() == "CervicalMR sagittal segmentation"
+    check_training_case_round_trip(logic, tmp_path / "dataset", ("case-a", "case-b"), ("train", None))
+
+
+def test_study_needs_a_sagittal_and_an_axial_series(mrml_scene, truth_segmenter):
+    _, nodes = _study(truth_segmenter)
+    logic = _logic()
+    with pytest.raises(InputError, match="no sagittal T1 and no sagittal T2"):
+        logic.analyze(None, None, nodes["axial_t2_node"])
+    with pytest.raises(InputError, match="no axial T2"):
+        logic.analyze(nodes["sagittal_t1_node"], nodes["sagittal_t2_node"], [])
+
+
+def test_sagittal_t1_alone_is_analysed(mrml_scene, truth_segmenter, tiny_bundles):
+    _, nodes = _study(truth_segmenter)
+    logic = _logic()
+    result = logic.analyze(nodes["sagittal_t1_node"], None, nodes["axial_t2_node"][:1], model_path=tiny_bundles,
+                           device="cpu")
+    assert result["vertebrae"] and logic.last_sagittal_node is nodes["sagittal_t1_node"]
+    assert len(logic.axial_segmentation_nodes()) == 1
+
+
+def test_fine_tune_in_the_worker_and_accept(mrml_scene, truth_segmenter, tiny_bundles, tmp_path):
+    from CervicalMRLib.checks import check_fine_tune
+    from CervicalMRLib.logic import accept_bundle, comparison_rows
+    from mskai.cervical import seg_training
+
+    _, nodes = _study(truth_segmenter)
+    logic = _logic()
+    for path in tiny_bundles.split(","):  # the module's current bundles: the tiny ones, accepted
+        accept_bundle(path)
+    logic.analyze(**nodes, device="cpu")
+    for case_id, split in (("t1", "train"), ("v1", "val")):
+        logic.save_training_case(tmp_path / "dataset", case_id, split=split)
+    quick = seg_training.seg_recipe("demo")
+    logic.fine_tune_recipe = dataclasses.replace(
+        quick, name="quick", train=dataclasses.replace(quick.train, epochs=1, max_steps_per_epoch=2, batch_size=4))
+    try:
+        outcome = check_fine_tune(logic, tmp_path / "dataset", planes=("sagittal",))
+    finally:
+        logic.shutdown()
+    trained = outcome["planes"]["sagittal"]
+    assert trained["comparison"]["old"]["version"] == "1.0.0" and trained["comparison"]["new"]["version"] == "1.1.0"
+    assert {row["structure"] for row in comparison_rows(outcome)} == {"vertebral body", "disc", "dural sac",
+                                                                     "spinal cord"}
+    assert "axial" not in outcome["planes"]
