@@ -140,3 +140,47 @@ def test_fine_tune_in_the_worker_and_accept(mrml_scene, truth_segmenter, tiny_bu
     assert {row["structure"] for row in comparison_rows(outcome)} == {"vertebral body", "disc", "dural sac",
                                                                      "spinal cord"}
     assert "axial" not in outcome["planes"]
+
+
+def test_analysis_in_the_worker_makes_the_same_nodes(mrml_scene, tiny_bundles):
+    """Through the worker process (its own task, no stand-in): random weights, so only
+    the structure is checked; a random network may find no vertebral body, which the
+    analysis refuses in one line and which leaves no nodes."""
+    from CervicalMRLib.checks import check_result_nodes, phantom_study, phantom_study_nodes
+    from mskai_slicer.module_checks import run_module_checks
+
+    nodes = phantom_study_nodes(phantom_study())
+    logic = _logic_from_registry()
+    run_module_checks(logic)
+    try:
+        job = logic.analyze_async(**nodes, model_path=tiny_bundles, device="cpu")
+        assert job.wait(600)
+        try:
+            result = logic.finish(job)
+        except InputError as refused:
+            assert "no vertebral body" in str(refused) and logic.last_result is None
+            return
+        check_result_nodes(logic, result, nodes, expect_levels=False)
+        assert result["model"]["sagittal"]["id"] == "cervical-sag-test"
+    finally:
+        logic.shutdown()
+
+
+@pytest.mark.skipif(not all((path / "metadata.json").is_file() for path in DEMO),
+                    reason="the demo bundles Resources/Models/cervical-{sag,ax}-seg-demo are not trained yet")
+def test_module_self_test_with_the_demo_bundles(mrml_scene, tmp_path):
+    """What CervicalMRTest runs in the desktop application, with the shipped demo bundles."""
+    from CervicalMRLib.checks import run_cervicalmr_checks
+
+    logic = _logic_from_registry()
+    try:
+        result = run_cervicalmr_checks(logic=logic, dataset_folder=tmp_path)
+    finally:
+        logic.shutdown()
+    assert result["vertebrae"]
+
+
+def _logic_from_registry():
+    from CervicalMRLib.logic import CervicalMRLogic
+
+    return CervicalMRLogic()  # the registered task, as the panel runs it (slicer_ready)

@@ -163,10 +163,15 @@ def test_missing_cervical_series_are_named(mrml_scene):
 
     inputs = phantom_inputs("CervicalMR")
     inputs["sagittal_t2_node"] = inputs["axial_t2_node"] = None
+    with pytest.raises(InputError) as raised:  # a sagittal T1 alone is enough, an axial T2 is not optional
+        logic_class("CervicalMR")().analyze(**inputs)
+    assert str(raised.value) == ("no axial T2 selected; choose at least one axial T2 stack in the Inputs section")
+    inputs = phantom_inputs("CervicalMR")
+    inputs["sagittal_t1_node"] = inputs["sagittal_t2_node"] = None
     with pytest.raises(InputError) as raised:
         logic_class("CervicalMR")().analyze(**inputs)
-    assert str(raised.value) == ("no sagittal T2 and no axial T2 selected; "
-                                 "choose it in the Inputs section")
+    assert str(raised.value) == ("no sagittal T1 and no sagittal T2 selected; choose at least one in the "
+                                 "Inputs section")
 
 
 def test_vertebra_segmentation_becomes_named_labels(mrml_scene):
@@ -306,8 +311,11 @@ def test_cervical_logic_hands_the_three_series_in_order(mrml_scene):
     task = StandInTask()
     inputs = phantom_inputs("CervicalMR")
     CervicalMRLogic(task=task).analyze(**inputs)
-    handed = [image.meta["mrml_node_id"] for image in task.calls[0]["inputs"]]
+    (study,) = task.calls[0]["inputs"]  # one CervicalStudyInput, the roles as the selectors give them
+    handed = [study.sagittal_t1.meta["mrml_node_id"], study.sagittal_t2.meta["mrml_node_id"],
+              study.axial_t2[0].meta["mrml_node_id"]]
     assert handed == [inputs[key].GetID() for key in ("sagittal_t1_node", "sagittal_t2_node", "axial_t2_node")]
+    assert [entry["role"] for entry in study.series] == ["sagittal_t1", "sagittal_t2", "axial_t2"]
 
 
 def test_editable_output_is_the_segmentation_then_the_markups(mrml_scene):

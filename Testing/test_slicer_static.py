@@ -66,7 +66,10 @@ INPUT_SELECTORS = {
                  "vertebraSegmentationSelector": ("vtkMRMLSegmentationNode", "vertebraSegmentation")},
     "CervicalMR": {"sagittalT1Selector": ("vtkMRMLScalarVolumeNode", "sagittalT1Volume"),
                    "sagittalT2Selector": ("vtkMRMLScalarVolumeNode", "sagittalT2Volume"),
-                   "axialT2Selector": ("vtkMRMLScalarVolumeNode", "axialT2Volume")},
+                   "axialT2Selector": ("vtkMRMLScalarVolumeNode", "axialT2Volume"),
+                   # more axial T2 stacks of the study (optional)
+                   "axialT2Selector2": ("vtkMRMLScalarVolumeNode", "axialT2Volume2"),
+                   "axialT2Selector3": ("vtkMRMLScalarVolumeNode", "axialT2Volume3")},
     "WristQC": {"inputVolumeSelector": ("vtkMRMLScalarVolumeNode", "inputVolume")},
 }
 
@@ -88,6 +91,9 @@ ATTRIBUTE_CLASSES: dict[str, set[str] | None] = {
     "setMRMLScene": {"qMRMLNodeComboBox", "qMRMLTableView", "qMRMLWidget"},
     "currentNode": {"qMRMLNodeComboBox"},
     "setCurrentNode": {"qMRMLNodeComboBox"},
+    "setMRMLSegmentEditorNode": {"qMRMLSegmentEditorWidget"},
+    "setSegmentationNode": {"qMRMLSegmentEditorWidget"},
+    "setSourceVolumeNode": {"qMRMLSegmentEditorWidget"},
 }
 SIGNAL_CLASSES = {
     "clicked(bool)": _BUTTONS,

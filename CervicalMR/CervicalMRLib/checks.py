@@ -207,14 +207,17 @@ def check_fine_tune(logic: Any, folder: Path, planes: tuple[str, ...] = ("sagitt
     return outcome
 
 
-def run_cervicalmr_checks(model_path: str | None = None, dataset_folder: str | Path | None = None) -> dict:
+def run_cervicalmr_checks(model_path: str | None = None, dataset_folder: str | Path | None = None,
+                          logic: Any = None) -> dict:
     """The checks of the desktop self-test on a phantom study: blocking analysis, nodes,
     level jump, the worker, and the training-case round trip."""
     import tempfile
 
     from CervicalMRLib.logic import CervicalMRLogic
 
-    logic = CervicalMRLogic()
+    logic = logic if logic is not None else CervicalMRLogic()
+    if logic.segment_editor_node() is not logic.segment_editor_node():
+        _fail("the panel's segment editor node is not one node")
     nodes = phantom_study_nodes(phantom_study())
     result = logic.analyze(**nodes, model_path=model_path, device="cpu")
     check_result_nodes(logic, result, nodes, expect_levels=False)

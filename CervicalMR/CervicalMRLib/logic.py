@@ -366,6 +366,19 @@ class CervicalMRLogic(MSKAIModuleLogic):
         """The sagittal segmentation (the Segment Editor opens on it)."""
         return self.sagittal_segmentation_node()
 
+    @staticmethod
+    def segment_editor_node() -> Any:
+        """The segment editor node of the panel's embedded Segment Editor (one per scene,
+        a singleton tagged ``CervicalMR``, so it survives the panel being rebuilt)."""
+        scene = slicer.mrmlScene
+        node = scene.GetSingletonNode("CervicalMR", "vtkMRMLSegmentEditorNode")
+        if node is None:
+            node = scene.CreateNodeByClass("vtkMRMLSegmentEditorNode")
+            node.UnRegister(None)
+            node.SetSingletonTag("CervicalMR")
+            node = scene.AddNode(node)
+        return node
+
     # ---- the level jump ------------------------------------------------------------------
 
     def level_slice(self, row: int) -> dict:

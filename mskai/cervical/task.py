@@ -43,7 +43,7 @@ class CervicalTask(Task):
     demo_cases = (DemoCase("parallel", 520_001, {"axial": "parallel", "fov": "full"}),
                   DemoCase("per_disc", 520_002, {"axial": "per_disc", "fov": "full"}))
     demo_summary_phrase = "demo studies with every vertebra named right"
-    slicer_ready = False  # the CervicalMR panel (segmentation, levels, corrections) has not landed yet
+    slicer_ready = True  # the CervicalMR panel: segmentations, vertebra points, levels, corrections, fine-tuning
 
     def read_input(self, inputs: Any, series_uid: str | None, *, force: bool, options: dict[str, Any]) -> Any:
         """The study's series by role (:func:`mskai.cervical.series.read_study`)."""
