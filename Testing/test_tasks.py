@@ -89,9 +89,15 @@ def test_registry_finds_every_task_folder_in_the_spec_order():
     assert {task.slicer_module for task in all_tasks()} == {"SacroiliitisCT", "SpineOVF", "CervicalMR", "WristQC"}
     with pytest.raises(InputError, match="unknown task 'knee'"):
         get_task("knee")
-    # a task whose Slicer module has not landed (CervicalMR: command line only) is a placeholder to
-    # Slicer that still declares its module's inputs for the shared Slicer checks
-    assert not isinstance(get_task("cervical"), PlaceholderTask) and get_task("cervical").slicer_ready is False
+    # every module has landed (CervicalMR since its panel): Slicer gets the task itself
+    assert get_task("cervical").slicer_ready is True and task_for_module("CervicalMR") is get_task("cervical")
+
+
+def test_a_task_whose_module_has_not_landed_is_a_placeholder_to_slicer(monkeypatch):
+    # a task that runs from the command line only is a placeholder to Slicer that still
+    # declares its module's inputs for the shared Slicer checks
+    monkeypatch.setattr(type(get_task("cervical")), "slicer_ready", False)
+    assert not isinstance(get_task("cervical"), PlaceholderTask)
     in_slicer = task_for_module("CervicalMR")
     assert isinstance(in_slicer, PlaceholderTask) and in_slicer.name == "cervical"
     assert [spec.argument for spec in in_slicer.slicer_phantom_inputs] == [
