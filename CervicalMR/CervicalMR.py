@@ -166,6 +166,8 @@ class CervicalMRWidget(MSKAIModuleWidgetMixin, ScriptedLoadableModuleWidget, VTK
             else _("Fine-tune on saved cases")
         self.ui.fineTuneButton.enabled = self._fineTuneJob is not None or not busy
         self.ui.acceptBundleButton.enabled = self._fineTuned is not None and not busy
+        if self._fineTuneJob is not None:  # one worker: Analyze (and its Cancel) waits for the fine-tuning
+            self.ui.applyButton.enabled = False
 
     def showResult(self, result) -> None:
         """Verdict, the result and levels tables, the warnings in the log; the embedded

@@ -95,6 +95,8 @@ def test_blocking_analysis_nodes_level_jump_and_training_cases(mrml_scene, truth
     check_result_nodes(logic, result, nodes)
     check_level_jump(logic, result)
     assert logic.sagittal_segmentation_node().GetName() == "CervicalMR sagittal segmentation"
+    editor = logic.segment_editor_node()  # Slicer's own segment editor node, shared with the module
+    assert editor is logic.segment_editor_node() and editor.GetSingletonTag() == "SegmentEditor"
     check_training_case_round_trip(logic, tmp_path / "dataset", ("case-a", "case-b"), ("train", None))
 
 

@@ -58,6 +58,8 @@ VERTEBRAE_ROLE = "vertebrae"
 LEVELS_ROLE = "levels"
 PLANES = ("sagittal", "axial")
 DATASET_COLUMNS = ("case_id", "image", "labels", "plane", "split")
+SEGMENT_EDITOR_TAG = "SegmentEditor"
+"""The singleton tag of Slicer's segment editor node (the Segment Editor module's)."""
 CHOICE_FILE = "cervicalmr-bundles.json"
 """Under ``mskai_home()``: the bundles the user accepted, per plane."""
 _CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -368,14 +370,15 @@ class CervicalMRLogic(MSKAIModuleLogic):
 
     @staticmethod
     def segment_editor_node() -> Any:
-        """The segment editor node of the panel's embedded Segment Editor (one per scene,
-        a singleton tagged ``CervicalMR``, so it survives the panel being rebuilt)."""
+        """The segment editor node of the panel's embedded Segment Editor: Slicer's own (the
+        scene's singleton tagged ``SegmentEditor``, which the Segment Editor module uses), so
+        the panel and the module share the selected segment, effect and masking settings."""
         scene = slicer.mrmlScene
-        node = scene.GetSingletonNode("CervicalMR", "vtkMRMLSegmentEditorNode")
+        node = scene.GetSingletonNode(SEGMENT_EDITOR_TAG, "vtkMRMLSegmentEditorNode")
         if node is None:
             node = scene.CreateNodeByClass("vtkMRMLSegmentEditorNode")
             node.UnRegister(None)
-            node.SetSingletonTag("CervicalMR")
+            node.SetSingletonTag(SEGMENT_EDITOR_TAG)
             node = scene.AddNode(node)
         return node
 
