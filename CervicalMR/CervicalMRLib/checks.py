@@ -137,6 +137,14 @@ def check_training_case_round_trip(logic: Any, folder: Path, case_ids: tuple[str
     from mskai.cervical.seg_training import class_map, read_seg_dataset
     from mskai.labels import read_labelmap
 
+    # A correction: the user erases the spinal cord on the sagittal segmentation; the case keeps it.
+    segmentation = logic.sagittal_segmentation_node()
+    segments = segmentation.GetSegmentation()
+    cord = segments.GetSegmentIdBySegmentName("spinal cord")
+    reference = logic.last_sagittal_node
+    erased = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, cord, reference)
+    had_cord = bool(np.asarray(erased).any())
+    slicer.util.updateSegmentBinaryLabelmapFromArray(np.zeros_like(erased), segmentation, cord, reference)
     records = []
     for case_id, split in zip(case_ids, splits):
         records.append(logic.save_training_case(folder, case_id, split=split))
@@ -155,8 +163,11 @@ def check_training_case_round_trip(logic: Any, folder: Path, case_ids: tuple[str
         labels = read_labelmap(sagittal[0].labels)
         if not SAGITTAL_SEGMENTS <= set(labels.meta["segment_names"].values()):
             _fail(f"saved sagittal labels name {labels.meta['segment_names']}")
-        if not class_map(labels, "sagittal").any():
+        classes = class_map(labels, "sagittal")
+        if not classes.any():
             _fail("the saved sagittal labels give no training class")
+        if had_cord and (classes == 4).any():
+            _fail("the saved sagittal labels still have the spinal cord the user erased")
         record = json.loads((Path(folder) / case_id / "case.json").read_text(encoding="utf-8"))
         if not record.get("saved_by") or not record.get("saved_at") or record["split"] != wanted:
             _fail(f"case.json lacks who/when/split: {record}")
