@@ -46,7 +46,7 @@ import slicer
 from mskai.errors import InputError
 from mskai.image import Image
 from mskai.tasks import ProgressCallback
-from mskai_slicer.geometry import lps_to_ras, volume_node_to_image
+from mskai_slicer.geometry import volume_node_to_image
 from mskai_slicer.module_logic import (RESULT_TABLE_ROLE, AnalysisJob, MSKAIModuleLogic, model_argument,
                                        result_rows)
 from mskai_slicer.outputs import ATTRIBUTE_ROLE
