@@ -179,6 +179,13 @@ class CervicalMRWidget(MSKAIModuleWidgetMixin, ScriptedLoadableModuleWidget, VTK
             return
         for warning in result.get("warnings") or []:
             self.appendLog(_("Warning: {warning}").format(warning=warning))
+        if self.logic.last_sagittal_node is not None:
+            slicer.util.setSliceViewerLayers(background=self.logic.last_sagittal_node, fit=True)
+        levels = result.get("levels") or []
+        if any(level.get("axial_slices") for level in levels):  # the red view on the first cut level
+            row = next(index for index, level in enumerate(levels) if level.get("axial_slices"))
+            with slicer.util.tryWithErrorDisplay(_("The level could not be shown."), waitCursor=False):
+                self.logic.jump_to_level(row)
         segmentation = self.logic.sagittal_segmentation_node()
         if segmentation is not None:
             self.ui.segmentEditorWidget.setSegmentationNode(segmentation)
