@@ -405,8 +405,8 @@ def test_list_verify_and_lookup_by_id_through_registry_and_model_folders(places)
     with pytest.raises(ModelError, match=r"^no model bundle 'wrist-user@9' found \(looked in the "
                                          r"registry and in .*\); run 'mskai models list'"):
         load_bundle("wrist-user@9")
-    with pytest.raises(ModelError, match=r"^no model bundle for task 'cervical' is installed"):
-        default_bundle("cervical")
+    with pytest.raises(ModelError, match=r"^no model bundle for task 'knee' is installed"):
+        default_bundle("knee")
 
 
 def test_registry_checksum_pins_the_shipped_bundle(places):

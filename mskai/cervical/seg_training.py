@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mskai.cervical.segmentation import (CLASSES, DEMO_UNET, PAPER_UNET, SliceGrid, build_segmenter, dice_per_class,
+from mskai.cervical.segmentation import (BUNDLE_IDS, CLASSES, DEMO_UNET, PAPER_UNET, SliceGrid, build_segmenter, dice_per_class,
                                          intensity_scale, load_segmenter, save_segmenter_bundle, segment_series,
                                          slice_to_grid)
 from mskai.datasets import existing_path, parse_split, read_dataset_csv
@@ -249,7 +249,8 @@ def train_segmentation(data: str | os.PathLike, recipe: str, output_dir: str | o
         seed_everything(chosen.seed)
         grid, unet = chosen.grid(plane), chosen.unet
         network = build_segmenter(plane, unet)
-        version, bundle_id = "1.0.0", f"cervical-{plane[:3]}-seg" + ("-demo" if chosen.demo else "")
+        version = "1.0.0"
+        bundle_id = BUNDLE_IDS[plane] if chosen.demo else BUNDLE_IDS[plane].replace("-demo", "")
     config = dataclasses.replace(chosen.train, seed=chosen.seed, device=device)
     if from_bundle is not None:
         config = dataclasses.replace(config, lr=min(config.lr, 1e-4))
