@@ -417,11 +417,10 @@ def test_the_bundle_list_names_each_bundle_of_the_task(user_home):
     assert bundle_list_text("ovf").splitlines() == ["ovf-demo 1.0.0 - demonstration - shipped - checksum verified"]
     wrist = bundle_list_text("wrist").splitlines()
     assert [line.split()[0] for line in wrist] == ["wrist-artifact-demo", "wrist-keypoints-demo", "wrist-view-demo"]
-    if (REPOSITORY / "Resources" / "Models" / "sij-demo" / "metadata.json").is_file():
-        assert bundle_list_text("sij").splitlines()[0].startswith("sij-demo ")
-    else:
-        assert bundle_list_text("sij").startswith("No model bundle for the sij task")
-    assert bundle_list_text("cervical").startswith("No model bundle for the cervical task")
+    assert bundle_list_text("sij").splitlines()[0].startswith("sij-demo ")
+    assert [line.split()[0] for line in bundle_list_text("cervical").splitlines()] == \
+        ["cervical-ax-seg-demo", "cervical-sag-seg-demo"]
+    assert bundle_list_text("knee").startswith("No model bundle for the knee task")
     broken = {"id": "ovf-big", "version": "2.0.0", "task": "ovf", "source": "installed", "demo": False,
               "ok": False, "message": "model.safetensors: sha256 mismatch"}
     assert bundle_list_text("ovf", [broken]) == \
