@@ -179,7 +179,11 @@ def test_module_self_test_with_the_demo_bundles(mrml_scene, tmp_path):
         result = run_cervicalmr_checks(logic=logic, dataset_folder=tmp_path)
     finally:
         logic.shutdown()
-    assert result["vertebrae"]
+    # the parallel demo study: C2-T1 in the field (measured: C2..T1, C2/3..C7/T1 each cut by an axial slice)
+    assert [v["name"] for v in result["vertebrae"]][:6] == ["C2", "C3", "C4", "C5", "C6", "C7"]
+    assert {"C2/3", "C3/4", "C4/5", "C5/6", "C6/7"} <= {level["name"] for level in result["levels"]
+                                                        if level["axial_slices"]}
+    assert result["model"]["sagittal"]["id"] == "cervical-sag-seg-demo"
 
 
 def _logic_from_registry():
