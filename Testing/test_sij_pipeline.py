@@ -160,6 +160,7 @@ def test_batch_worklist_sorted_by_probability(work, tmp_path):
     probabilities = [float(row["probability"]) for row in rows]
     assert probabilities == sorted(probabilities, reverse=True)
     assert {row["grade_left"] for row in rows} <= {"0", "1", "2", "3"} and summary["failed"] == 0
+    assert {row["like_training_data"] for row in rows} == {"unknown"}  # the tiny bundle has no summary
 
 
 def _dataset(root: Path, work) -> Path:
@@ -191,6 +192,7 @@ def test_training_and_evaluation_round_trip(work, tmp_path, monkeypatch):
     metadata = json.loads((out / "bundle" / "metadata.json").read_text())
     assert metadata["task"] == "sij" and metadata["demo"] is True
     assert metadata["preprocessing"]["size"] == 64 and "patient" in metadata["metrics"]
+    assert metadata["training_distribution"]["threshold"] > 0 and metadata["training_distribution"]["unit"] == "crop"
     assert (out / "train_log.csv").is_file()
     # a baseline with the same recipe, then both in one comparison table
     assert main(["train", "sij", "--data", str(data), "--recipe", str(recipe), "--output", str(tmp_path / "b2d"),
@@ -250,3 +252,40 @@ def test_real_ct_end_to_end_with_the_demo_bundle(tmp_path, monkeypatch):
         centres = {e["side"]: e["position_mm"] for e in result["evidence"] if e["kind"] == "joint centre"}
         assert centres["left"][0] > 10.0 and centres["right"][0] < -10.0
         assert (tmp_path / source / "heatmap.nii.gz").is_file()
+
+
+def test_training_distribution_separates_phantoms_from_a_real_ct(work, tmp_path, monkeypatch, capsys):
+    """Issue 14 for SacroiliitisCT: the demo bundle's summary of its training crops says a
+    fresh phantom is like them and TotalSegmentator's real CT is not (with a warning and
+    a note on the terminal line); a bundle without a summary says it cannot tell."""
+    from mskai.distribution import NO_SUMMARY_WARNING
+
+    monkeypatch.setenv("MSKAI_HOME", str(tmp_path / "home"))
+    phantom = TASK.analyze(make_sij_case(702).image, None, device="cpu", progress=quiet)
+    assert phantom["training_distribution"]["in_distribution"] is True
+    assert not any("unlike the model's training data" in w for w in phantom["warnings"])
+    real = Path(__file__).parent / "data" / "sij" / "ts_example_ct.nii.gz"
+    assert main(["analyze", "sij", str(real), "--output", str(tmp_path / "real"), "--device", "cpu"]) == 0
+    assert "input unlike the model's training data" in capsys.readouterr().out
+    result = json.loads((tmp_path / "real" / "result.json").read_text())
+    block = result["training_distribution"]
+    assert block["in_distribution"] is False and block["distance"] > block["threshold"]
+    assert any("unlike the model's training data" in w and "demonstration model" in w for w in result["warnings"])
+    old = TASK.analyze(make_sij_case(702).image, None, model=str(work["bundle"]), device="cpu", progress=quiet)
+    assert old["training_distribution"]["in_distribution"] is None and NO_SUMMARY_WARNING in old["warnings"]
+
+
+def test_distribution_summary_on_known_gaussians():
+    from mskai.distribution import assess, fit_summary
+
+    rng = np.random.default_rng(0)
+    scale = np.linspace(0.5, 3.0, 8)
+    train, held = rng.normal(0, 1, (2000, 8)) * scale, rng.normal(0, 1, (400, 8)) * scale
+    summary = fit_summary(train, held, unit="crop")
+    same, _ = assess(summary, rng.normal(0, 1, (50, 8)) * scale)
+    shifted, warning = assess(summary, rng.normal(0, 1, (50, 8)) * scale + 6 * scale)
+    assert same["in_distribution"] is True and same["fraction_out"] < 0.1
+    assert shifted["in_distribution"] is False and shifted["fraction_out"] > 0.9 and "unlike" in warning
+    # the threshold is the 99th percentile of held-out distances: about 1 % of fresh samples lie above it
+    fresh, _ = assess(summary, rng.normal(0, 1, (5000, 8)) * scale)
+    assert 0.0 < fresh["fraction_out"] < 0.03

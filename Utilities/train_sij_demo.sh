@@ -6,7 +6,8 @@
 # 1. 360 synthetic pelvic CTs (NIfTI) from seed 500 (mskai.sij.phantoms.make_sij_dataset):
 #    worse joint graded 0/1/2/3 in 30/15/20/35 %, each side graded on its own, 85 % train /
 #    15 % val; tilt, rotation, 2-3 mm slices, noise, partial coverage and hip prostheses vary.
-# 2. `mskai train sij --recipe demo` on the CPU (fixed seed).
+# 2. `mskai train sij --recipe demo` on the CPU (fixed seed); the bundle records the summary of its
+#    training crops that later analyses are compared with (mskai.distribution).
 # 3. The bundle is copied to Resources/Models/sij-demo and registered (sha256) in
 #    Resources/Models/registry.json.
 # 4. 100 fresh phantoms from seed 601 (never used in training), DICOM, with the range

@@ -159,7 +159,9 @@ def _run(args: argparse.Namespace) -> int:
         extra = _given_task_options(args, "analyze")
         result = task.analyze(args.inputs, args.output, model=args.model, device=args.device,
                               force=args.force, series_uid=args.series, **extra)
-        print(f"{args.task}: {result.get('verdict')} -> {Path(args.output) / 'result.json'}")
+        from mskai.distribution import short_note
+
+        print(f"{args.task}: {result.get('verdict')}{short_note(result)} -> {Path(args.output) / 'result.json'}")
         for warning in result.get("warnings", []):
             print(f"warning: {warning}", file=sys.stderr)
         return 0

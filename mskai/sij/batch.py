@@ -7,7 +7,9 @@ file per study, with a bone segmentation travelling with it when one is named
 with ``bones`` (``case7.nii.gz`` -> ``case7_bones.nii.gz``, names in a sidecar
 JSON) or is a ``.seg.nrrd``.  Output: ``studies/<key>/`` (``result.json``,
 heatmap, overlays) and ``worklist.csv`` (:data:`WORKLIST_COLUMNS`), highest
-probability first, failed studies last.
+probability first, failed studies last; ``like_training_data`` is ``no`` when the CT is
+unlike the model's training data (:mod:`mskai.distribution`), ``unknown`` for a bundle without
+the summary.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from mskai.batch import BatchItem, BatchPlan, CTStudies
 
 WORKLIST_NAME = "worklist.csv"
 WORKLIST_COLUMNS = ("study_uid", "patient_id", "path", "probability", "verdict", "grade", "grade_left",
-                    "grade_right", "range_mm", "range_source", "warnings", "status")
+                    "grade_right", "range_mm", "range_source", "like_training_data", "warnings", "status")
 STUDIES_DIR = "studies"
 STUDIES = CTStudies("bones")
 
@@ -35,6 +37,8 @@ def worklist_row(study: BatchItem, result: dict) -> dict[str, str]:
             "verdict": str(result.get("verdict", "")), "grade": str(result.get("grade", "")),
             "grade_left": str(side.get("left", "")), "grade_right": str(side.get("right", "")),
             "range_mm": ";".join(f"{float(v):.1f}" for v in z), "range_source": str(result.get("range_source", "")),
+            "like_training_data": {True: "yes", False: "no"}.get(
+                (result.get("training_distribution") or {}).get("in_distribution"), "unknown"),
             "warnings": " | ".join(str(w) for w in result.get("warnings") or []), "status": "ok"}
 
 

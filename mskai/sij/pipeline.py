@@ -32,6 +32,9 @@ Steps:
    the range-mean class probabilities of each side (sides taken as independent).
 7. **Evidence**: the lesion maps on the CT's grid (``heatmap.nii.gz``), and per
    side the strongest lesion point and the joint centre (LPS mm and voxel index).
+8. **Training distribution** (:mod:`mskai.distribution`): the crops' penultimate
+   features against the bundle's summary of its training crops; the result's
+   ``training_distribution`` and, when the CT is unlike them, a warning.
 """
 from __future__ import annotations
 
@@ -47,6 +50,7 @@ import torch
 
 from mskai.ct import check_ct, finite_image
 from mskai.device import describe_device, resolve_device
+from mskai.distribution import assess
 from mskai.errors import InputError
 from mskai.geometry import lps_to_index, world_bounds
 from mskai.image import Image
@@ -177,16 +181,27 @@ def locate(image: Image, *, range_mm: tuple[float, float] | None, bones: Image |
     return joints, tuple(float(v) for v in joints.range_mm), joints.source, warnings
 
 
-def _forward(network: torch.nn.Module, tensor: np.ndarray, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities ``(N, 2, 4)`` and lesion probabilities ``(N, 2, S, S)``."""
+def _forward(network: torch.nn.Module, tensor: np.ndarray, device: torch.device,
+             features: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities ``(N, 2, 4)`` and lesion probabilities ``(N, 2, S, S)``; with
+    ``features`` a list, the penultimate features of every crop (what the grade head reads,
+    ``(N*2, C)``) are appended to it."""
     n, sides, depth, size, _ = tensor.shape
     flat = torch.from_numpy(tensor.reshape(n * sides, 1, depth, size, size))
     probs, maps = [], []
-    with torch.inference_mode():
-        for start in range(0, flat.shape[0], BATCH):
-            out = network(flat[start:start + BATCH].to(device))
-            probs.append(torch.softmax(out.grade_logits.float(), dim=1).cpu())
-            maps.append(torch.sigmoid(out.lesion_logits.float())[:, 0].cpu())
+    hook = None
+    if features is not None:
+        hook = network.classifier.register_forward_hook(
+            lambda module, inputs, output: features.append(inputs[0].detach().float().cpu().numpy()))
+    try:
+        with torch.inference_mode():
+            for start in range(0, flat.shape[0], BATCH):
+                out = network(flat[start:start + BATCH].to(device))
+                probs.append(torch.softmax(out.grade_logits.float(), dim=1).cpu())
+                maps.append(torch.sigmoid(out.lesion_logits.float())[:, 0].cpu())
+    finally:
+        if hook is not None:
+            hook.remove()
     return (torch.cat(probs).numpy().reshape(n, sides, -1),
             torch.cat(maps).numpy().reshape(n, sides, size, size))
 
@@ -263,7 +278,8 @@ def analyze_image(image: Image, *, model: Any = None, device: str | torch.device
 
     report(0.4, f"grading {stacks.n_slices} slices x 2 joints")
     with timer("model"):
-        probabilities, lesion = _forward(network, stacks.tensor, model_device)
+        feature_rows: list = []
+        probabilities, lesion = _forward(network, stacks.tensor, model_device, feature_rows)
 
     with timer("postprocess"):
         grades = grades_from_probabilities(probabilities, alpha)
@@ -308,6 +324,11 @@ def analyze_image(image: Image, *, model: Any = None, device: str | torch.device
         "device": describe_device(model_device),
         "inference": metadata.get("inference", "PyTorch"),
     })
+    distribution, far = assess(metadata.get("training_distribution"), np.concatenate(feature_rows),
+                               demo=bool(metadata.get("demo")), what="CT")
+    result["training_distribution"] = distribution
+    if far:
+        result["warnings"].append(far)
     if result["verdict_paper"] != result["verdict"]:
         result["warnings"].append(
             f"the paper's single grade ({grades['grade']}) and the modified New York rule on the side grades "

@@ -89,9 +89,11 @@ class SacroiliitisTask(Task):
         write_outputs(analysis, output_dir)
 
     def verdict_line(self, result: dict) -> str:
+        from mskai.distribution import short_note
+
         side = result["side_grades"]
         return (f"{result['verdict']} (grade {result['grade']}, left {side['left']}, right {side['right']}, "
-                f"p = {result['probability']:.3f})")
+                f"p = {result['probability']:.3f}){short_note(result)}")
 
     def portable(self, analysis: SIJAnalysis) -> SIJAnalysis:
         """The result, heatmap and per-slice probabilities; the CT and the crops stay in the worker."""

@@ -107,6 +107,50 @@ def patient_metrics(network: nn.Module, cases: list, alpha: float, device: torch
             "accuracy": (tp + tn) / len(cases) if cases else None, "tp": tp, "fp": fp, "tn": tn, "fn": fn}
 
 
+def crop_features(network: nn.Module, cases: list, device: torch.device | str = "cpu") -> np.ndarray:
+    """The penultimate features of every crop of cached ``cases`` (what the grade head reads)."""
+    from mskai.sij.pipeline import _forward
+
+    rows: list = []
+    was = network.training
+    network.eval()
+    for case in cases:
+        _forward(network, case.stacks.astype(np.float32), device, rows)
+    network.train(was)
+    return np.concatenate(rows) if rows else np.zeros((0, 0))
+
+
+def distribution_summary(network: nn.Module, train_cases: list, val_cases: list,
+                         device: torch.device | str = "cpu", seed: int = 0) -> dict[str, Any]:
+    """The bundle's ``training_distribution`` (:func:`mskai.distribution.fit_summary`) from
+    the training crops, its threshold from the validation crops."""
+    from mskai.distribution import fit_summary
+
+    return fit_summary(crop_features(network, train_cases, device), crop_features(network, val_cases, device),
+                       unit="crop", seed=seed)
+
+
+def add_distribution_summary(bundle_dir: str | os.PathLike, data: str | os.PathLike) -> dict[str, Any]:
+    """Add the training-distribution summary to an existing bundle made before it existed:
+    the same weights (their sha256 unchanged), features of the dataset's train and val crops
+    (preprocessed as the bundle says), written into its ``metadata.json``."""
+    from mskai.sij.model import load_sij_bundle
+    from mskai.sij.pipeline import preprocessing_of
+
+    network, metadata = load_sij_bundle(bundle_dir, device="cpu")
+    dataset = read_dataset(data)
+    prep = preprocessing_of(metadata)
+    train_cases = prepare_cases(dataset.split("train"), prep, desc="preprocessing train")
+    val_cases = prepare_cases(dataset.split("val"), prep, desc="preprocessing val")
+    summary = distribution_summary(network, train_cases, val_cases)
+    path = Path(bundle_dir) / "metadata.json"
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    stored["training_distribution"] = summary
+    path.write_text(json.dumps(stored, indent=2) + "\n", encoding="utf-8")
+    log(f"{path}: training distribution of {summary['n_train']} crops, threshold {summary['threshold']}")
+    return summary
+
+
 def train_sij(data: str | os.PathLike, recipe: str | os.PathLike | Mapping[str, Any] | SIJRecipe,
               output_dir: str | os.PathLike, device: str = "auto", resume: bool = False,
               architecture: str | None = None) -> dict[str, Any]:
@@ -162,12 +206,13 @@ def train_sij(data: str | os.PathLike, recipe: str | os.PathLike | Mapping[str, 
                             if k in ("val_loss", "crop_accuracy", "crop_positive_accuracy", "lesion_dice")},
                    "patient": patient_metrics(network, val_cases, recipe.alpha, model_device)}
         log(f"best epoch {epoch}: {json.dumps(metrics)}")
+        summary = distribution_summary(network, train_cases, val_cases, model_device, seed=recipe.seed)
         network.cpu()
         save_sij_bundle(
             bundle_dir, network, architecture=recipe.architecture, alpha=recipe.alpha, size=prep.size,
             spacing_mm=prep.spacing_mm, window_hu=list(prep.window), bundle_id=recipe.bundle_id,
             version=recipe.bundle_version, demo=recipe.demo, fp16=recipe.fp16, description=recipe.description,
-            preprocessing=prep.to_dict(), metrics=metrics,
+            preprocessing=prep.to_dict(), metrics=metrics, training_distribution=summary,
             training_data={"dataset": dataset.path.name, "counts": dataset.counts(), "seed": recipe.seed,
                            "n_train_crops": 2 * sum(c.n_slices for c in train_cases),
                            "n_val_crops": 2 * sum(c.n_slices for c in val_cases), "recipe": recipe.to_dict(),

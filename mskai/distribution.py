@@ -1,0 +1,97 @@
+"""How far an input is from a model's training data, in the space the model sees it.
+
+At the end of training a bundle records a compact summary of its training inputs'
+**penultimate features** (what the last layer reads): their mean, a Ledoit-Wolf
+shrunk covariance (well conditioned with few samples), and a threshold: the 99th
+percentile of the Mahalanobis distances of held-out (validation) inputs.  At
+analysis the same features of the input give a distance; above the threshold the
+input is unlike what the model was trained on, and the verdict should not be
+trusted on it — a phantom-trained demonstration model meets exactly this on real
+scans, and a hospital's model on another scanner's images.
+
+:func:`fit_summary` (training), :func:`assess` (analysis: the ``training_distribution``
+block of ``result.json`` and the warning), :data:`NO_SUMMARY_WARNING` for bundles made
+before the summary existed (``in_distribution`` is then ``None``).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+METHOD = "Mahalanobis distance of the penultimate features (Ledoit-Wolf shrunk covariance)"
+QUANTILE = 0.99
+NO_SUMMARY_WARNING = ("the model bundle has no summary of its training data (made before MSKAI checked the "
+                      "distance to it): whether this input looks like the training data is unknown")
+
+
+def _ledoit_wolf(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and Ledoit-Wolf shrunk covariance (shrinkage towards a scaled identity)."""
+    x = np.asarray(features, dtype=np.float64)
+    mean = x.mean(axis=0)
+    centred = x - mean
+    n, d = centred.shape
+    sample = centred.T @ centred / n
+    mu = np.trace(sample) / d
+    delta = np.sum((sample - mu * np.eye(d)) ** 2) / d
+    beta = sum(np.sum((np.outer(row, row) - sample) ** 2) for row in centred) / (n * n * d) if n > 1 else delta
+    shrink = float(min(beta, delta) / delta) if delta > 0 else 1.0
+    return mean, (1 - shrink) * sample + shrink * mu * np.eye(d)
+
+
+def _distances(features: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    centred = np.asarray(features, dtype=np.float64) - mean
+    return np.sqrt(np.maximum(np.einsum("nd,de,ne->n", centred, precision, centred), 0.0))
+
+
+def fit_summary(train: np.ndarray, held_out: np.ndarray, *, unit: str, max_train: int = 4000,
+                seed: int = 0) -> dict[str, Any]:
+    """The bundle's ``training_distribution``: mean, precision (inverse shrunk
+    covariance) and the threshold (the :data:`QUANTILE` of the held-out distances);
+    ``unit`` says what one feature row is (``"crop"``, ``"slice"``, ``"image"``)."""
+    train = np.asarray(train, dtype=np.float64)
+    if len(train) > max_train:
+        train = train[np.random.default_rng(seed).choice(len(train), max_train, replace=False)]
+    mean, covariance = _ledoit_wolf(train)
+    precision = np.linalg.pinv(covariance)
+    held = _distances(held_out, mean, precision)
+    return {"method": METHOD, "unit": unit, "dimension": int(train.shape[1]), "n_train": int(len(train)),
+            "n_held_out": int(len(held)), "quantile": QUANTILE,
+            "threshold": round(float(np.quantile(held, QUANTILE)), 4),
+            "held_out_median": round(float(np.median(held)), 4),
+            "mean": [round(float(v), 6) for v in mean],
+            "precision": [[round(float(v), 6) for v in row] for row in precision]}
+
+
+def assess(summary: Mapping[str, Any] | None, features: np.ndarray, *, demo: bool = False,
+           what: str = "input") -> tuple[dict[str, Any], str | None]:
+    """The ``training_distribution`` block of a result and its warning (None when in
+    distribution).  ``features``: one row per unit of the input (crop, slice, image);
+    the input's distance is their median, and ``fraction_out`` the share of units above
+    the threshold."""
+    if not summary:
+        return ({"distance": None, "threshold": None, "in_distribution": None, "method": None,
+                 "fraction_out": None}, NO_SUMMARY_WARNING)
+    distances = _distances(features, np.asarray(summary["mean"]), np.asarray(summary["precision"]))
+    threshold = float(summary["threshold"])
+    distance = float(np.median(distances))
+    block = {"distance": round(distance, 4), "threshold": threshold, "in_distribution": bool(distance <= threshold),
+             "method": summary.get("method", METHOD), "unit": summary.get("unit"),
+             "fraction_out": round(float(np.mean(distances > threshold)), 4), "n": int(len(distances))}
+    if block["in_distribution"]:
+        return block, None
+    model = ("a demonstration model trained on synthetic phantoms, not for clinical use"
+             if demo else "the model")
+    return block, (f"the {what} is unlike the model's training data (distance {distance:.1f} > threshold "
+                   f"{threshold:.1f}; {block['fraction_out']:.0%} of its {summary.get('unit', 'unit')}s out): the "
+                   f"verdict of {model} is not reliable on it")
+
+
+def short_note(result: Mapping[str, Any]) -> str:
+    """`` — input unlike the model's training data`` for the terminal line when out of distribution."""
+    block = result.get("training_distribution") or {}
+    return " — input unlike the model's training data" if block.get("in_distribution") is False else ""
+
+
+def features_of(rows: Sequence[np.ndarray]) -> np.ndarray:
+    return np.concatenate([np.asarray(r, dtype=np.float64).reshape(len(r), -1) for r in rows], axis=0)
