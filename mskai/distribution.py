@@ -87,10 +87,28 @@ def assess(summary: Mapping[str, Any] | None, features: np.ndarray, *, demo: boo
                    f"verdict of {model} is not reliable on it")
 
 
+def store_summary(bundle_dir: Any, summary: Mapping[str, Any]) -> None:
+    """Add ``summary`` as ``training_distribution`` to a bundle's ``metadata.json`` (the
+    weights and their sha256 stay as they are): for bundles made before the summary existed."""
+    import json
+    from pathlib import Path
+
+    path = Path(bundle_dir) / "metadata.json"
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    stored["training_distribution"] = dict(summary)
+    path.write_text(json.dumps(stored, indent=2) + "\n", encoding="utf-8")
+
+
 def short_note(result: Mapping[str, Any]) -> str:
     """`` — input unlike the model's training data`` for the terminal line when out of distribution."""
     block = result.get("training_distribution") or {}
     return " — input unlike the model's training data" if block.get("in_distribution") is False else ""
+
+
+def like_training_data(result: Mapping[str, Any]) -> str:
+    """A worklist cell: ``yes``, ``no`` or ``unknown`` (a bundle without the summary)."""
+    value = (result.get("training_distribution") or {}).get("in_distribution")
+    return {True: "yes", False: "no"}.get(value, "unknown")
 
 
 def features_of(rows: Sequence[np.ndarray]) -> np.ndarray:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mskai.batch import BatchItem, BatchPlan, CTStudies
+from mskai.distribution import like_training_data
 
 WORKLIST_NAME = "worklist.csv"
 WORKLIST_COLUMNS = ("study_uid", "patient_id", "path", "probability", "verdict", "grade", "grade_left",
@@ -37,8 +38,7 @@ def worklist_row(study: BatchItem, result: dict) -> dict[str, str]:
             "verdict": str(result.get("verdict", "")), "grade": str(result.get("grade", "")),
             "grade_left": str(side.get("left", "")), "grade_right": str(side.get("right", "")),
             "range_mm": ";".join(f"{float(v):.1f}" for v in z), "range_source": str(result.get("range_source", "")),
-            "like_training_data": {True: "yes", False: "no"}.get(
-                (result.get("training_distribution") or {}).get("in_distribution"), "unknown"),
+            "like_training_data": like_training_data(result),
             "warnings": " | ".join(str(w) for w in result.get("warnings") or []), "status": "ok"}
 
 

@@ -142,12 +142,11 @@ def add_distribution_summary(bundle_dir: str | os.PathLike, data: str | os.PathL
     prep = preprocessing_of(metadata)
     train_cases = prepare_cases(dataset.split("train"), prep, desc="preprocessing train")
     val_cases = prepare_cases(dataset.split("val"), prep, desc="preprocessing val")
+    from mskai.distribution import store_summary
+
     summary = distribution_summary(network, train_cases, val_cases)
-    path = Path(bundle_dir) / "metadata.json"
-    stored = json.loads(path.read_text(encoding="utf-8"))
-    stored["training_distribution"] = summary
-    path.write_text(json.dumps(stored, indent=2) + "\n", encoding="utf-8")
-    log(f"{path}: training distribution of {summary['n_train']} crops, threshold {summary['threshold']}")
+    store_summary(bundle_dir, summary)
+    log(f"{bundle_dir}: training distribution of {summary['n_train']} crops, threshold {summary['threshold']}")
     return summary
 
 
