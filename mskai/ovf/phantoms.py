@@ -47,7 +47,8 @@ import numpy as np
 
 from mskai.image import Image
 from mskai.phantoms import write_dicom_series, write_nifti
-from mskai.phantoms.shapes import AXIS_FLIPS, Painter, blur_and_noise, random_oblique_rotation, reorient
+from mskai.phantoms.shapes import (AXIS_FLIPS, Painter, StorageView, blur_and_noise, random_oblique_rotation,
+                                   reorient)
 from mskai.phantoms.spine import (
     LEVEL_DIMENSIONS,
     MR_T1,
@@ -173,21 +174,10 @@ class _Scanner:
 
 
 @dataclass
-class _View:
-    """The chosen orientation, its flip or oblique rotation, and the body part examined."""
+class _View(StorageView):
+    """The storage view (:class:`mskai.phantoms.shapes.StorageView`) and the body part examined."""
 
-    chosen: str
-    flip_name: str
-    oblique: np.ndarray
-    oblique_angles: list[tuple[str, float]]
     body_part: str
-
-    @property
-    def detail(self) -> Any:
-        """``orientation_detail`` of the truth: the flip, the oblique tilts or ``"identity"``."""
-        if self.chosen == "flipped":
-            return self.flip_name
-        return self.oblique_angles if self.chosen == "oblique" else "identity"
 
 
 @dataclass

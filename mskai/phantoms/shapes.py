@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -275,3 +277,22 @@ def random_oblique_rotation(rng: np.random.Generator) -> tuple[np.ndarray, list[
         rotation = {"x": rotation_x, "y": rotation_y, "z": rotation_z}[axis](math.radians(angle)) @ rotation
         described.append((str(axis), round(angle, 3)))
     return rotation, described
+
+
+@dataclass
+class StorageView:
+    """How a phantom volume is stored: the requested ``chosen`` orientation (``axial``,
+    ``flipped`` or ``oblique``), and the drawn axis flip (a key of :data:`AXIS_FLIPS`) and
+    oblique rotation (:func:`random_oblique_rotation`)."""
+
+    chosen: str
+    flip_name: str
+    oblique: np.ndarray
+    oblique_angles: list[tuple[str, float]]
+
+    @property
+    def detail(self) -> Any:
+        """``orientation_detail`` of the truth: the flip, the oblique tilts or ``"identity"``."""
+        if self.chosen == "flipped":
+            return self.flip_name
+        return self.oblique_angles if self.chosen == "oblique" else "identity"

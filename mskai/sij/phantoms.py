@@ -55,6 +55,7 @@ from mskai.phantoms import write_dicom_series, write_nifti
 from mskai.phantoms.shapes import (
     AXIS_FLIPS,
     Painter,
+    StorageView,
     affine,
     blur_and_noise,
     ellipse_sd,
@@ -206,23 +207,6 @@ class _Metal:
     side: float
     hu: float
     stem_angle: float
-
-
-@dataclass
-class _View:
-    """The requested orientation, the drawn flip and oblique rotation."""
-
-    chosen: str
-    flip_name: str
-    oblique: np.ndarray
-    oblique_angles: list[tuple[str, float]]
-
-    @property
-    def detail(self) -> Any:
-        """``orientation_detail`` of the truth: the flip, the oblique tilts or ``"identity"``."""
-        if self.chosen == "flipped":
-            return self.flip_name
-        return self.oblique_angles if self.chosen == "oblique" else "identity"
 
 
 @dataclass
@@ -855,14 +839,14 @@ def _draw_metal(rng: np.random.Generator, wanted: str | None) -> _Metal | None:
     return _Metal(side=1.0 if side == "left" else -1.0, hu=hu, stem_angle=stem_angle)
 
 
-def _draw_view(rng: np.random.Generator, orientation: str) -> _View:
+def _draw_view(rng: np.random.Generator, orientation: str) -> StorageView:
     """The orientation stream: a flipped storage and an oblique rotation (both drawn always)."""
     flip_name = str(rng.choice(list(AXIS_FLIPS)))
     oblique, oblique_angles = random_oblique_rotation(rng)
-    return _View(chosen=orientation, flip_name=flip_name, oblique=oblique, oblique_angles=oblique_angles)
+    return StorageView(chosen=orientation, flip_name=flip_name, oblique=oblique, oblique_angles=oblique_angles)
 
 
-def _grid(anatomy: _Anatomy, geometry: dict[str, Any], scanner: _Scanner, view: _View, size: str,
+def _grid(anatomy: _Anatomy, geometry: dict[str, Any], scanner: _Scanner, view: StorageView, size: str,
           z_range: tuple[float, float]) -> _Grid:
     """The painted grid over the scanned z range, centred in-plane 40 mm in
     front of the joints (small) or on the body (paper), and the body's centre."""
@@ -914,7 +898,7 @@ def _scan(anatomy: _Anatomy, diseases: list[_Disease], sacrum: np.ndarray, metal
     return values.astype(np.float32), relabel[painter.labels], lesion
 
 
-def _images(values: np.ndarray, bones: np.ndarray, lesion: np.ndarray, grid: _Grid, view: _View,
+def _images(values: np.ndarray, bones: np.ndarray, lesion: np.ndarray, grid: _Grid, view: StorageView,
             patient: dict[str, str]) -> tuple[Image, Image, Image]:
     """The CT, bone labels and lesion mask on the painted grid, or stored along other axes when flipped."""
     spacing, origin, direction = grid.spacing, grid.origin, grid.direction
