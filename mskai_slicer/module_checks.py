@@ -67,6 +67,29 @@ def labelmap_segmentation(labels: Image, name: str, names: dict) -> Any:
     return segmentation
 
 
+def check_cancel_leaves_the_result(logic: Any, *inputs: Any, model_path: Any) -> None:
+    """Cancelling a running analysis (the Logic's ``analyze_async(*inputs)``) adds no node
+    and keeps the last result."""
+    from mskai_slicer.module_logic import AnalysisCancelledError
+
+    def fail(message: str) -> None:
+        raise AssertionError(f"{logic.moduleName}: {message}")
+
+    before, last = node_ids(), logic.last_result
+    job = logic.analyze_async(*inputs, model_path=model_path, device="cpu")
+    job.cancel()
+    if not job.wait(timeout=600):
+        fail("the cancelled analysis did not end")
+    try:
+        logic.finish(job)
+    except AnalysisCancelledError:
+        pass
+    else:
+        fail("a cancelled analysis should end with AnalysisCancelledError")
+    if node_ids() != before or logic.last_result is not last:
+        fail("a cancelled analysis changed the scene or the last result")
+
+
 # ---- phantom inputs ---------------------------------------------------------
 
 def phantom_volume_node(name: str, shape_kji: tuple[int, int, int], spacing: tuple[float, float, float],

@@ -21,8 +21,8 @@ import slicer
 from mskai.errors import InputError
 from mskai.geometry import lps_to_index
 from mskai_slicer.geometry import image_to_volume_node, node_world_lps_points, volume_node_to_image
-from mskai_slicer.module_checks import labelmap_segmentation, node_ids, parent_item, table_columns
-from mskai_slicer.module_logic import AnalysisCancelledError
+from mskai_slicer.module_checks import (check_cancel_leaves_the_result, labelmap_segmentation, node_ids,
+                                        parent_item, table_columns)
 from mskai_slicer.outputs import ATTRIBUTE_ROLE, ATTRIBUTE_USER_EDITED, nodes_of_class
 
 RESULT_KEYS = ("task", "verdict", "verdict_paper", "grade", "grade_name", "side_grades", "probability",
@@ -334,23 +334,6 @@ def check_training_case_round_trip(logic: Any, ct: Any, corrected: Any, folder: 
         _fail("the second case should be appended after the first")
 
 
-def check_cancel_leaves_the_result(logic: Any, ct: Any, bones: Any, model_path: Any) -> None:
-    """Cancelling a running analysis adds no node and keeps the last result."""
-    before, last = node_ids(), logic.last_result
-    job = logic.analyze_async(ct, bones, model_path=model_path, device="cpu")
-    job.cancel()
-    if not job.wait(timeout=600):
-        _fail("the cancelled analysis did not end")
-    try:
-        logic.finish(job)
-    except AnalysisCancelledError:
-        pass
-    else:
-        _fail("a cancelled analysis should end with AnalysisCancelledError")
-    if node_ids() != before or logic.last_result is not last:
-        _fail("a cancelled analysis changed the scene or the last result")
-
-
 def run_sacroiliitisct_checks(model_path: str | Path | None = None, check_verdict: bool = True,
                               logic: Any = None, dataset_folder: str | Path | None = None) -> dict:
     """Every SacroiliitisCT Logic check on ``slicer.mrmlScene``; returns the phantom's
@@ -378,7 +361,7 @@ def run_sacroiliitisct_checks(model_path: str | Path | None = None, check_verdic
                 check_training_case_round_trip(logic, ct, corrected, Path(folder) / "dataset")
         else:
             check_training_case_round_trip(logic, ct, corrected, Path(dataset_folder))
-        check_cancel_leaves_the_result(logic, ct, bones, model_path)
+        check_cancel_leaves_the_result(logic, ct, bones, model_path=model_path)
     finally:
         logic.shutdown()
     return result

@@ -21,8 +21,8 @@ import slicer
 from mskai.errors import InputError
 from mskai.geometry import index_to_lps
 from mskai_slicer.geometry import image_to_volume_node, node_world_lps_points, volume_node_to_image
-from mskai_slicer.module_checks import labelmap_segmentation, node_ids, parent_item, table_columns
-from mskai_slicer.module_logic import AnalysisCancelledError
+from mskai_slicer.module_checks import (check_cancel_leaves_the_result, labelmap_segmentation, node_ids,
+                                        parent_item, table_columns)
 from mskai_slicer.outputs import nodes_of_class
 
 
@@ -180,23 +180,6 @@ def check_explain_slice(logic: Any, result: dict) -> None:
             _fail(f"the saved result lacks {sorted(wanted - saved)}")
 
 
-def check_cancel_leaves_the_result(logic: Any, ct: Any, segmentation: Any, model_path: Any) -> None:
-    """Cancelling a running analysis adds no node and keeps the last result."""
-    before, last = node_ids(), logic.last_result
-    job = logic.analyze_async(ct, segmentation, model_path=model_path, device="cpu")
-    job.cancel()
-    if not job.wait(timeout=600):
-        _fail("the cancelled analysis did not end")
-    try:
-        logic.finish(job)
-    except AnalysisCancelledError:
-        pass
-    else:
-        _fail("a cancelled analysis should end with AnalysisCancelledError")
-    if node_ids() != before or logic.last_result is not last:
-        _fail("a cancelled analysis changed the scene or the last result")
-
-
 def run_spineovf_checks(model_path: str | Path | None = None, check_verdict: bool = True,
                         logic: Any = None) -> dict:
     """Every SpineOVF Logic check on ``slicer.mrmlScene``; returns the phantom's result.
@@ -215,5 +198,5 @@ def run_spineovf_checks(model_path: str | Path | None = None, check_verdict: boo
     if abs(again["probability"] - result["probability"]) > 1e-4 or again["verdict"] != result["verdict"]:
         _fail(f"the same input gave p = {result['probability']} then {again['probability']}")
     check_explain_slice(logic, again)
-    check_cancel_leaves_the_result(logic, ct, segmentation, model_path)
+    check_cancel_leaves_the_result(logic, ct, segmentation, model_path=model_path)
     return result
