@@ -42,3 +42,12 @@ def mrml_scene(standalone_slicer):
     from mskai_slicer.environment import new_scene
 
     return new_scene()
+
+
+@pytest.fixture
+def user_cache(tmp_path, monkeypatch):
+    """A per-test MSKAI_HOME (installed bundles, caches, result folders); returns its path.
+    Test files that want it for every test say ``pytestmark = pytest.mark.usefixtures("user_cache")``."""
+    home = tmp_path / "mskai-home"
+    monkeypatch.setenv("MSKAI_HOME", str(home))
+    return home

@@ -42,12 +42,7 @@ def logic_class(module: str) -> type:
     return getattr(importlib.import_module(f"{module}Lib.logic"), f"{module}Logic")
 
 
-@pytest.fixture(autouse=True)
-def user_cache(tmp_path, monkeypatch) -> Path:
-    """Result folders go to a per-test MSKAI_HOME."""
-    home = tmp_path / "mskai-home"
-    monkeypatch.setenv("MSKAI_HOME", str(home))
-    return home
+pytestmark = pytest.mark.usefixtures("user_cache")  # a per-test MSKAI_HOME (conftest.py)
 
 
 def node_ids(scene) -> set[str]:

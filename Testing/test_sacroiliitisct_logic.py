@@ -34,9 +34,7 @@ if str(REPOSITORY / "SacroiliitisCT") not in sys.path:
     sys.path.insert(0, str(REPOSITORY / "SacroiliitisCT"))
 
 
-@pytest.fixture(autouse=True)
-def user_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("MSKAI_HOME", str(tmp_path / "mskai-home"))
+pytestmark = pytest.mark.usefixtures("user_cache")  # a per-test MSKAI_HOME (conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -41,11 +41,7 @@ def poll_holding_the_gil(job, held: list[tuple[float, float]], hold_us: int = 10
         held.append((start, time.time()))
 
 
-@pytest.fixture(autouse=True)
-def user_cache(tmp_path, monkeypatch) -> Path:
-    home = tmp_path / "mskai-home"
-    monkeypatch.setenv("MSKAI_HOME", str(home))
-    return home
+pytestmark = pytest.mark.usefixtures("user_cache")  # a per-test MSKAI_HOME (conftest.py)
 
 
 def pelvis_ct():
