@@ -91,9 +91,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("task", choices=tasks)
     p.add_argument("--data", required=True, type=Path, metavar="DATASET")
     p.add_argument("--model", required=True, metavar="BUNDLE",
-                   help="a bundle folder or id (SacroiliitisCT: several, comma-separated, for a comparison table)")
+                   help="a bundle folder or id (SacroiliitisCT: several, comma-separated, for a comparison table; "
+                        "CervicalMR: several segmentation or finding classifier bundles)")
     p.add_argument("--output", "-o", required=True, type=Path, metavar="DIR")
     p.add_argument("--device", default="auto", choices=DEVICES)
+    _add_task_options(p, "evaluate")
 
     p = sub.add_parser("batch", help="analyse a folder or list of studies (screening / department QC)")
     p.add_argument("task", choices=tasks)
@@ -170,7 +172,7 @@ def _run(args: argparse.Namespace) -> int:
                    **_given_task_options(args, "train"))
         return 0
     if args.command == "evaluate":
-        task.evaluate(args.data, args.model, args.output, device=args.device)
+        task.evaluate(args.data, args.model, args.output, device=args.device, **_given_task_options(args, "evaluate"))
         return 0
     if args.command == "batch":
         extra = _given_task_options(args, "batch")

@@ -387,13 +387,11 @@ def split_for_case(case_id: str, fractions: tuple[float, float, float] = (0.7, 0
 def _path_text(path: Any, folder: Path) -> str:
     if path is None or str(path) == "":
         return ""
-    path = Path(path).expanduser()
-    if path.is_absolute():
-        try:
-            return path.resolve().relative_to(folder.resolve()).as_posix()
-        except ValueError:
-            return str(path)
-    return path.as_posix()
+    path = Path(path).expanduser().resolve()  # a relative path is relative to the working folder, not the CSV's
+    try:
+        return path.relative_to(folder.resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def export_dataset(cases: Sequence[Mapping[str, Any]], folder: str | os.PathLike) -> dict[str, Path]:

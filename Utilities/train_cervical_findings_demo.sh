@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Reproduce the five CervicalMR demo finding classifiers Resources/Models/cervical-{hyperplasia,listhesis,
+# herniation,pll,lf}-demo/.
+#
+#   Utilities/train_cervical_findings_demo.sh [WORK_DIR]   (default build/cervical-findings-demo; run from anywhere)
+#
+# 1. 240 synthetic cervical MR studies (NIfTI) from seed 710 with random findings, written with the
+#    annotation export's five CSVs (mskai.cervical.finding_training.make_cervical_findings_dataset),
+#    80 % train / 20 % val.
+# 2. `mskai train cervical --stage <finding> --recipe demo` on the CPU, one classifier after the other.
+# 3. The bundles copied to Resources/Models/ and registered (sha256).
+# 4. 60 fresh studies (seed 811, never used in training): `mskai evaluate cervical --stage findings`
+#    (the paper's metrics per classifier, confusion matrices and ROC curves).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
+WORK="${1:-build/cervical-findings-demo}"
+FINDINGS="hyperplasia listhesis herniation pll lf"
+
+if [ ! -f "$WORK/train-data/dataset.json" ]; then
+  echo "== 1. training phantoms (seed 710) -> $WORK/train-data"
+  "$PYTHON" -c "from mskai.cervical.finding_training import make_cervical_findings_dataset; \
+make_cervical_findings_dataset('$WORK/train-data', 240, seed=710, split=(0.8, 0.2, 0.0))"
+fi
+
+for FINDING in $FINDINGS; do
+  echo "== 2. $FINDING classifier with the demo recipe -> $WORK/train-$FINDING"
+  "$PYTHON" -m mskai train cervical --stage "$FINDING" --data "$WORK/train-data" \
+      --recipe demo --output "$WORK/train-$FINDING" --device cpu
+done
+
+echo "== 3. install and register the bundles"
+"$PYTHON" - "$WORK" $FINDINGS <<'PY'
+import json, shutil, sys
+from pathlib import Path
+
+from mskai.bundles import load_bundle, registry_path
+
+work = Path(sys.argv[1])
+path = registry_path()
+registry = json.loads(path.read_text(encoding="utf-8"))
+for finding in sys.argv[2:]:
+    folder = f"cervical-{finding}-demo"
+    target = Path("Resources/Models") / folder
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(work / f"train-{finding}" / "bundle", target)
+    bundle = load_bundle(target)
+    bundle.verify()
+    registry["bundles"] = [e for e in registry["bundles"] if e["id"] != bundle.id] + [
+        {"id": bundle.id, "version": bundle.version, "task": bundle.task, "path": folder,
+         "sha256": bundle.weights[0]["sha256"],
+         "description": f"CervicalMR {finding} classifier (demo, synthetic data; not for clinical use)"}]
+    print(f"registered {bundle.label} sha256 {bundle.weights[0]['sha256']}")
+registry["bundles"] = sorted(registry["bundles"], key=lambda e: e["id"])
+path.write_text(json.dumps(registry, indent=2) + "\n", encoding="utf-8")
+PY
+
+echo "== 4. 60 fresh studies (seed 811) and the evaluation -> $WORK/eval"
+if [ ! -f "$WORK/test-data/dataset.json" ]; then
+  "$PYTHON" -c "from mskai.cervical.finding_training import make_cervical_findings_dataset; \
+make_cervical_findings_dataset('$WORK/test-data', 60, seed=811, split=(0.0, 0.0, 1.0))"
+fi
+"$PYTHON" -m mskai evaluate cervical --stage findings --data "$WORK/test-data" \
+    --model "$(for f in $FINDINGS; do printf 'Resources/Models/cervical-%s-demo,' "$f"; done)" --output "$WORK/eval" --device cpu
