@@ -13,11 +13,12 @@ item with its points, measured value and reason, the lost points and the grade.
   the image centre lines that Δ1/Δ2 (AP4, LAT3) are measured against.
 * :func:`write_reports`: ``overlay.png``, ``artifact_heatmap.png`` (when there is
   a heatmap), ``report.html`` (self-contained: the images are embedded as base64
-  PNG) and ``report.pdf`` (matplotlib's PdfPages: the annotated image and the
-  heatmap, rendered once for the PNGs and placed on A4 pages, then the item
-  table, the lost points and the warnings from :func:`table_pages`: every cell
-  wrapped to its column's width as matplotlib measures the text, as many pages
-  as the rows need, nothing truncated).
+  PNG) and ``report.pdf`` (the annotated image and the heatmap, rendered once for
+  the PNGs and placed on A4 pages, then the item table, the lost points and the
+  warnings from :func:`table_pages`: every cell wrapped to its column's width as
+  matplotlib measures the text, as many pages as the rows need, nothing
+  truncated).  The generic machinery (wrapping, paginated tables, PNG/HTML
+  helpers, PDF assembly) is :mod:`mskai.reports`, shared with the other tasks.
 
 Figures use :class:`matplotlib.figure.Figure` with its own canvas, never pyplot
 (see :mod:`mskai.plots`).  Pixels that are not square are shown with their true
@@ -25,17 +26,15 @@ aspect.
 """
 from __future__ import annotations
 
-import base64
-import html
-import io
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
+from mskai import reports
+from mskai.reports import TextMeasure, data_uri, escape, figure_rgb, html_table, png_bytes
 from mskai.results import window_to_uint8
 
 DISPLAY_LONG_SIDE = 1000
@@ -260,23 +259,14 @@ def _image_figure(plane: np.ndarray, result: Mapping[str, Any], heatmap: np.ndar
 def render_rgb(plane: np.ndarray, result: Mapping[str, Any], heatmap: np.ndarray | None = None) -> np.ndarray:
     """The annotated image (or, with ``heatmap``, the heatmap overlay) as an RGB
     array (height, width, 3) uint8, at most DISPLAY_LONG_SIDE pixels on its long side."""
-    figure = _image_figure(plane, result, heatmap)
-    figure.canvas.draw()
-    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
-
-
-def _png_bytes(rgb: np.ndarray) -> bytes:
-    from PIL import Image as PILImage
-
-    buffer = io.BytesIO()
-    PILImage.fromarray(rgb).save(buffer, format="PNG", compress_level=3)
-    return buffer.getvalue()
+    return figure_rgb(_image_figure(plane, result, heatmap))
 
 
 # --------------------------------------------------------------------------- HTML
 
-def _cell(value: Any) -> str:
-    return html.escape("" if value is None else str(value))
+_cell = escape
+ITEM_HTML_COLUMNS = (("part", "part", None), ("item", "item", None), ("points", "points", "n"), ("max", "max", "n"),
+                     ("measured", "measured", None), ("grade", "grade", None), ("reason", "reason", "reason"))
 
 
 def html_report(result: Mapping[str, Any], overlay_png: bytes, heatmap_png: bytes | None = None) -> str:
@@ -286,12 +276,8 @@ def html_report(result: Mapping[str, Any], overlay_png: bytes, heatmap_png: byte
     part_rows = "".join(
         f"<tr><td>{_cell(PART_TITLES[name])}</td><td class=n>{parts[name]['score']}</td>"
         f"<td class=n>{parts[name]['max']}</td></tr>" for name in ("tags", "marker", "artifact", "layout"))
-    item_html = "".join(
-        f"<tr class='{'lost' if row['points'] < row['max'] else 'ok'}'><td>{_cell(row['part'])}</td>"
-        f"<td>{_cell(row['item'])}</td><td class=n>{row['points']}</td><td class=n>{row['max']}</td>"
-        f"<td>{_cell(row['measured'])}</td><td>{_cell(row['grade'])}</td><td class=reason>{_cell(row['reason'])}</td>"
-        "</tr>"
-        for row in item_rows(result))
+    item_html = html_table(item_rows(result), ITEM_HTML_COLUMNS,
+                           row_class=lambda row: "lost" if row["points"] < row["max"] else "ok")
     lost_html = "".join(f"<li><b>{_cell(entry['item'])}</b>: -{entry['points_lost']} &mdash; "
                         f"{_cell(entry['reason'])}</li>" for entry in result["lost_points"])
     lost_html = lost_html or "<li>none: full marks</li>"
@@ -302,9 +288,8 @@ def html_report(result: Mapping[str, Any], overlay_png: bytes, heatmap_png: byte
     view_text = f"{result['view']} (from {result['view_source']}"
     view_text += f" {result['view_tag']})" if result.get("view_tag") else (
         f", confidence {result['view_confidence']:.2f})" if result.get("view_confidence") is not None else ")")
-    heatmap_html = (f"<figure><img alt='artifact heatmap' src='data:image/png;base64,"
-                    f"{base64.b64encode(heatmap_png).decode()}'><figcaption>Artifact heatmap (Grad-CAM)"
-                    "</figcaption></figure>") if heatmap_png else ""
+    heatmap_html = (f"<figure><img alt='artifact heatmap' src='{data_uri(heatmap_png)}'>"
+                    "<figcaption>Artifact heatmap (Grad-CAM)</figcaption></figure>") if heatmap_png else ""
     edited = " (keypoints corrected by hand)" if result.get("keypoints_source") == "edited" else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>WristQC report: {_cell(result['verdict'])}</title>
@@ -325,11 +310,10 @@ figure {{ display: inline-block; margin: 0 1em 1em 0; }} img {{ max-width: 640px
 {disclaimer}
 <table><tr><th>part</th><th>points</th><th>max</th></tr>{part_rows}
 <tr><th>total</th><th class=n>{result['total']}</th><th class=n>100</th></tr></table>
-<figure><img alt="annotated radiograph" src="data:image/png;base64,{base64.b64encode(overlay_png).decode()}">
+<figure><img alt="annotated radiograph" src="{data_uri(overlay_png)}">
 <figcaption>Keypoints, marker and measured lines</figcaption></figure>{heatmap_html}
 <h2>Every item</h2>
-<table><tr><th>part</th><th>item</th><th>points</th><th>max</th><th>measured</th><th>grade</th><th>reason</th></tr>
-{item_html}</table>
+{item_html}
 <h2>Lost points</h2><ul>{lost_html}</ul>
 <h2>Warnings</h2><ul>{warnings}</ul>
 <p>Model: {_cell(model.get('id', '-'))} {_cell(model.get('version', ''))}.
@@ -340,59 +324,14 @@ Grades: A 90-100, B 80-89, C 60-79, D &lt; 60.</p>
 
 # --------------------------------------------------------------------------- PDF
 
-PAGE_INCHES = (8.27, 11.69)
-"""A4 portrait."""
-PAGE_MARGIN_INCHES = 0.5
-TABLE_FONT_SIZE = 6.5
 TABLE_COLUMNS = (("part", "part", 0.065), ("item", "item", 0.21), ("points", "points", 0.055),
                  ("measured", "measured", 0.24), ("grade", "grade", 0.09), ("reason", "reason", 0.34))
 """(row key, heading, share of the page's text width) of the PDF item table."""
-_CELL_PAD_INCHES = 0.04
-_LINE_SPACING = 1.25
-
-
-class _TextMeasure:
-    """Widths of text in inches as matplotlib lays it out (the PDF uses the same font metrics)."""
-
-    def __init__(self, font_size: float):
-        from matplotlib.font_manager import FontProperties
-
-        figure = Figure(figsize=PAGE_INCHES, dpi=72)
-        self._renderer = FigureCanvasAgg(figure).get_renderer()
-        self._font = FontProperties(family="sans-serif", size=font_size)
-        # matplotlib spaces the lines of a text by the height of "lp" times the line spacing
-        _, height, _ = self._renderer.get_text_width_height_descent("lp", self._font, ismath=False)
-        self.line_height = height * _LINE_SPACING / 72.0
-
-    def width(self, text: str) -> float:
-        """Width in inches, with a 5 % allowance for the hinting of other resolutions."""
-        width, _, _ = self._renderer.get_text_width_height_descent(text, self._font, ismath=False)
-        return 1.05 * width / 72.0
-
-
-def wrap_to_width(text: str, width_inches: float, measure: _TextMeasure) -> list[str]:
-    """``text`` broken into lines no wider than ``width_inches``: at spaces, and inside a
-    word only when the word alone is wider than the line.  No character is dropped:
-    ``"".join`` of the lines with the removed spaces gives the text back."""
-    lines: list[str] = []
-    for paragraph in str(text).split("\n"):
-        line = ""
-        for word in paragraph.split(" "):
-            candidate = f"{line} {word}" if line else word
-            if measure.width(candidate) <= width_inches:
-                line = candidate
-                continue
-            if line:
-                lines.append(line)
-            while measure.width(word) > width_inches and len(word) > 1:  # a word longer than the line
-                cut = len(word) - 1
-                while cut > 1 and measure.width(word[:cut]) > width_inches:
-                    cut -= 1
-                lines.append(word[:cut])
-                word = word[cut:]
-            line = word
-        lines.append(line)
-    return lines
+# The names this module's callers and tests use; the machinery is mskai.reports'.
+PAGE_INCHES, PAGE_MARGIN_INCHES = reports.PAGE_INCHES, reports.PAGE_MARGIN_INCHES
+TABLE_FONT_SIZE = reports.TABLE_FONT_SIZE
+_TextMeasure = TextMeasure
+wrap_to_width = reports.wrap_to_width
 
 
 def _cell_text(row: Mapping[str, Any], key: str) -> str:
@@ -402,92 +341,22 @@ def _cell_text(row: Mapping[str, Any], key: str) -> str:
 def table_pages(result: Mapping[str, Any]) -> list[Figure]:
     """The PDF pages after the images: the item table (every cell wrapped to its column, the
     heading repeated on each page, lost items shaded), then the lost points and the warnings,
-    wrapped to the text width; as many A4 pages as they need, nothing cut."""
-    from matplotlib.patches import Rectangle
-
-    measure = _TextMeasure(TABLE_FONT_SIZE)
-    page_w, page_h = PAGE_INCHES
-    text_w = page_w - 2 * PAGE_MARGIN_INCHES
-    lefts, widths, x = [], [], PAGE_MARGIN_INCHES
-    for _, _, share in TABLE_COLUMNS:
-        lefts.append(x)
-        widths.append(share * text_w)
-        x += share * text_w
-    pages: list[Figure] = []
-    state = {"y": 0.0}
-
-    def new_page(title: str) -> Figure:
-        figure = Figure(figsize=PAGE_INCHES)
-        FigureCanvasAgg(figure)
-        figure.text(PAGE_MARGIN_INCHES / page_w, 1 - PAGE_MARGIN_INCHES / page_h, title, fontsize=11, va="top")
-        pages.append(figure)
-        state["y"] = PAGE_MARGIN_INCHES + 0.35  # inches from the top
-        return figure
-
-    def put_row(figure: Figure, cells: list[list[str]], shade: str | None, bold: bool = False) -> None:
-        height = max(len(lines) for lines in cells) * measure.line_height + 2 * _CELL_PAD_INCHES
-        top = state["y"]
-        for left, width, lines in zip(lefts, widths, cells):
-            figure.patches.append(Rectangle((left / page_w, 1 - (top + height) / page_h), width / page_w,
-                                            height / page_h, transform=figure.transFigure, figure=figure,
-                                            facecolor=shade or "none", edgecolor="#bbbbbb", linewidth=0.5))
-            figure.text((left + _CELL_PAD_INCHES) / page_w, 1 - (top + _CELL_PAD_INCHES) / page_h, "\n".join(lines),
-                        fontsize=TABLE_FONT_SIZE, va="top", ha="left", family="sans-serif",
-                        linespacing=_LINE_SPACING, fontweight="bold" if bold else "normal")
-        state["y"] = top + height
-
-    def fits(lines: int) -> bool:
-        return state["y"] + lines * measure.line_height + 2 * _CELL_PAD_INCHES <= page_h - PAGE_MARGIN_INCHES
-
-    title = f"WristQC {result['verdict']}: every item"
-    heading = [[heading] for _, heading, _ in TABLE_COLUMNS]
-    figure = new_page(title)
-    put_row(figure, heading, "#eeeeee", bold=True)
-    for row in item_rows(result):
-        cells = [wrap_to_width(_cell_text(row, key), width - 2 * _CELL_PAD_INCHES, measure)
-                 for (key, _, _), width in zip(TABLE_COLUMNS, widths)]
-        if not fits(max(len(lines) for lines in cells)):
-            figure = new_page(f"{title} (continued)")
-            put_row(figure, heading, "#eeeeee", bold=True)
-        put_row(figure, cells, "#fff3e0" if row["points"] < row["max"] else None)
-
+    wrapped to the text width; as many A4 pages as they need, nothing cut
+    (:func:`mskai.reports.table_pages`)."""
     lost = [f"{entry['item']}: -{entry['points_lost']}  {entry['reason']}" for entry in result["lost_points"]]
-    sections = [("Lost points", lost or ["none: full marks"]), ("Warnings", list(result.get("warnings") or []))]
-    state["y"] += 0.2
-    for heading_text, entries in sections:
-        if not entries:
-            continue
-        blocks = [(heading_text, True)] + [(entry, False) for entry in entries]
-        for text, is_heading in blocks:
-            lines = wrap_to_width(text, text_w - (0 if is_heading else 0.15), measure)
-            if not fits(len(lines)):
-                figure = new_page(f"{title} (continued)")
-            figure.text((PAGE_MARGIN_INCHES + (0 if is_heading else 0.15)) / page_w, 1 - state["y"] / page_h,
-                        "\n".join(lines), fontsize=TABLE_FONT_SIZE + (1 if is_heading else 0), va="top",
-                        ha="left", family="sans-serif", linespacing=_LINE_SPACING,
-                        fontweight="bold" if is_heading else "normal")
-            state["y"] += len(lines) * measure.line_height + 0.05
-        state["y"] += 0.15
-    return pages
+    return reports.table_pages(
+        item_rows(result), TABLE_COLUMNS, title=f"WristQC {result['verdict']}: every item", cell_text=_cell_text,
+        shade=lambda row: "#fff3e0" if row["points"] < row["max"] else None,
+        sections=[("Lost points", lost or ["none: full marks"]), ("Warnings", list(result.get("warnings") or []))])
 
 
 def pdf_report(result: Mapping[str, Any], images: Sequence[tuple[np.ndarray, str]], path: str | Path) -> Path:
     """``report.pdf``: one page per rendered image ``(rgb, caption)`` (from
     :func:`render_rgb`: the annotated radiograph, the heatmap), then the item table
     and the lost points."""
-    path = Path(path)
-    with PdfPages(path, metadata={"Title": f"WristQC report: {result['verdict']}", "Creator": "MSKAI"}) as pdf:
-        for rgb, caption in images:
-            figure = Figure(figsize=(8.27, 11.69))  # A4 portrait
-            FigureCanvasAgg(figure)
-            axes = figure.add_axes((0.04, 0.04, 0.92, 0.88))
-            axes.imshow(rgb, interpolation="none")
-            axes.set_axis_off()
-            figure.suptitle(f"WristQC {result['verdict']}, view {result['view']}\n{caption}", fontsize=11, y=0.97)
-            pdf.savefig(figure)
-        for page in table_pages(result):
-            pdf.savefig(page)
-    return path
+    pages = [reports.image_page(rgb, f"WristQC {result['verdict']}, view {result['view']}\n{caption}")
+             for rgb, caption in images]
+    return reports.save_pdf(path, [*pages, *table_pages(result)], title=f"WristQC report: {result['verdict']}")
 
 
 def write_reports(result: Mapping[str, Any], plane: np.ndarray, output_dir: str | Path,
@@ -497,14 +366,14 @@ def write_reports(result: Mapping[str, Any], plane: np.ndarray, output_dir: str 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     overlay_rgb = render_rgb(plane, result)
-    overlay = _png_bytes(overlay_rgb)
+    overlay = png_bytes(overlay_rgb)
     (out / "overlay.png").write_bytes(overlay)
     written = {"overlay": "overlay.png"}
     pages = [(overlay_rgb, "keypoints, marker and measured lines")]
     heatmap_png = None
     if heatmap is not None:
         heatmap_rgb = render_rgb(plane, result, heatmap)
-        heatmap_png = _png_bytes(heatmap_rgb)
+        heatmap_png = png_bytes(heatmap_rgb)
         (out / "artifact_heatmap.png").write_bytes(heatmap_png)
         written["artifact_heatmap"] = "artifact_heatmap.png"
         pages.append((heatmap_rgb, "artifact heatmap (Grad-CAM)"))
