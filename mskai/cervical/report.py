@@ -64,10 +64,12 @@ AXIAL_COLOURS = {"dural sac": "#3fa7ff", "spinal cord": "#ffe040", "disc": "#40d
                  "lf": "#ff9020"}
 """Tints of the axial masks, by segment name (lower case, spaces)."""
 AXIAL_DEFAULT_NAMES = {1: "dural sac", 2: "spinal cord", 3: "disc", 4: "pll", 5: "lf"}
-LINE_COLOURS = {"pll": "#ff0000", "lf": "#00ffff", "protrusion": "#ff00ff", "canal": "#ffffff"}
+LINE_COLOURS = {"pll": "#ff0000", "lf": "#00ffff", "protrusion": "#ff00ff", "canal": "#ffffff", "cord_ap": "#80ff00",
+                "cord_lr": "#0080ff"}
 """Colours of the measured lines on the axial key images (any other line: ``OTHER_LINE``)."""
 OTHER_LINE = "#00ff00"
-LINE_NAMES = {"pll": "PLL", "lf": "LF", "protrusion": "protrusion", "canal": "canal AP"}
+LINE_NAMES = {"pll": "PLL", "lf": "LF", "protrusion": "protrusion", "canal": "canal AP", "cord_ap": "cord AP",
+              "cord_lr": "cord LR"}
 SLIP_COLOUR = "#ff3030"
 LORDOSIS_COLOUR = "#00e5ff"
 VERTEBRA_COLOURS = ("#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
@@ -545,7 +547,9 @@ def render_axial(level: Mapping[str, Any], image: Image, labels: Image | None = 
     values = {"pll": (findings.get("pll_thickening") or {}).get("thickness_mm"),
               "lf": (findings.get("lf_thickening") or {}).get("thickness_mm"),
               "protrusion": (findings.get("herniation") or {}).get("protrusion_mm"),
-              "canal": (level.get("canal") or {}).get("canal_ap_mm")}
+              "canal": (level.get("canal") or {}).get("canal_ap_mm"),
+              "cord_ap": (level.get("canal") or {}).get("cord_ap_mm"),
+              "cord_lr": (level.get("canal") or {}).get("cord_lr_mm")}
     drawn, line_legend = [], []
     for name, line in lines:
         label = LINE_NAMES.get(name, name)
