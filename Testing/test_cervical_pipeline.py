@@ -113,7 +113,13 @@ def test_outputs_and_cli_on_a_dicom_study(truth_segmenter, tmp_path):
     vertebrae = read_labelmap(out / "vertebrae.seg.nrrd")
     assert set(vertebrae.meta["segment_names"].values()) == {v["name"] for v in saved["vertebrae"]}
     assert any(name.startswith("overlay_axial_") for name in result["outputs"]["overlays"])
-    assert any("not assessed yet" in w for w in saved["warnings"])
+    # No classifier given: every finding is "not assessed", said in a warning, never a guessed negative.
+    assert any(w.startswith("not assessed (no classifier bundle loaded)") for w in saved["warnings"])
+    assert all(v["findings"]["hyperplasia"]["positive"] is None for v in saved["vertebrae"])
+    assert all(lv["findings"]["herniation"]["probability"] is None for lv in saved["levels"])
+    assert saved["verdict"] == "no finding" and saved["labelling"].startswith(f"{len(saved['vertebrae'])} vertebrae")
+    assert result["outputs"]["reports"] == ["report.html", "report.pdf"]
+    assert (out / "report.pdf").read_bytes().startswith(b"%PDF")
 
 
 def test_cli_refuses_a_ct_in_one_line(tmp_path, capsys):

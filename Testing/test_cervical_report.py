@@ -168,8 +168,8 @@ def test_every_level_and_vertebra_in_order_with_its_result(case):
     canal = by[("C4/5", "canal")]
     assert canal["measurement"] == ("canal AP 6.9 mm, cord AP 6.5 mm, cord LR 11.8 mm, "
                                     "cord compression ratio 0.55")
-    assert canal["result"] == "positive" and canal["probability"] is None  # canal AP below 10 mm
-    assert by[("C2/3", "canal")]["result"] == "negative"
+    assert canal["result"] == "measured" and canal["probability"] is None  # figures, never a stenosis verdict
+    assert by[("C2/3", "canal")]["result"] == "measured"
     assert by[("C5", "osteophytes (hyperplasia)")]["result"] == "positive"
     assert by[("C3", "osteophytes (hyperplasia)")]["result"] == "negative"
     slip = by[("C4", "spondylolisthesis")]
@@ -179,7 +179,7 @@ def test_every_level_and_vertebra_in_order_with_its_result(case):
     assert slip["measurement"] == f"slip 3.1 mm ({percent:.0f} %), anterolisthesis, Meyerding I"
     assert by[("C5", "spondylolisthesis")]["measurement"] == "slip 0.0 mm (0 %)"
     lordosis = by[("C2-C7", "lordosis C2-C7")]
-    assert lordosis["result"] == "negative"
+    assert lordosis["result"] == "measured"
     assert lordosis["measurement"] == f"{result['alignment']['lordosis_deg']:.1f}°, Cobb"
     assert all(row["slice"] is None for row in rows if "/" not in row["where"])
 

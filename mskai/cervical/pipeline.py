@@ -20,9 +20,13 @@ Slicer Logic share; it returns a :class:`CervicalAnalysis` whose ``result`` is t
 4. **Disc levels** (:func:`mskai.cervical.levels.disc_levels`): each disc's centre and
    plane from the labelling and the disc mask, and the axial slices that cut it.
 
-The findings (hyperplasia, listhesis, herniation, PLL and LF thickening) are the
-classifiers of the next part; until they land ``verdict`` says what was found
-(vertebrae and levels) and a warning says the findings are not assessed.
+5. **Findings** (:func:`mskai.cervical.findings.assess_findings`): the five classifiers
+   per vertebra (hyperplasia, listhesis) and per level (herniation, PLL and LF
+   thickening, from the level's axial slices), the measurements in mm
+   (:mod:`mskai.cervical.measurements`: slip and its grade, protrusion and herniation
+   type, ligament thicknesses, canal and cord, the C2-C7 lordosis).  ``verdict`` names the
+   positive findings by level (:func:`mskai.cervical.findings.verdict_text`);
+   ``labelling`` says what was found (vertebrae and levels).
 """
 from __future__ import annotations
 
@@ -41,9 +45,6 @@ from mskai.tasks import ProgressCallback
 MODULE = "CervicalMR"
 C2_HEIGHT_RATIO = 1.3
 """C2 (body with the dens) is at least this many times as tall as the median body below."""
-FINDINGS_NOT_ASSESSED = ("the findings (hyperplasia, listhesis, herniation, PLL and LF thickening) are not "
-                         "assessed yet: this version segments the study, names the vertebrae and finds the disc "
-                         "levels")
 
 
 @dataclass
@@ -142,8 +143,11 @@ def _mask(labels: Image, value: int) -> Image:
 
 def analyze_study(study: Any, models: dict[str, Any], *, device: str = "cpu", progress: ProgressCallback | None = None,
                   timer: StageTimer | None = None) -> CervicalAnalysis:
-    """Segment, label and level one study (:class:`mskai.cervical.series.CervicalStudyInput`);
-    ``models``: ``{"sagittal": (net, grid, metadata), "axial": (net, grid, metadata)}``."""
+    """Segment, label, level and assess one study (:class:`mskai.cervical.series.CervicalStudyInput`);
+    ``models``: ``{"sagittal": (net, grid, metadata), "axial": (net, grid, metadata),
+    "classifiers": {finding: LoadedClassifier | None}}`` (no ``classifiers``: no finding is assessed)."""
+    from mskai.cervical.classifiers import FINDINGS
+    from mskai.cervical.findings import assess_findings, verdict_text
     from mskai.cervical.levels import disc_levels
     from mskai.cervical.segmentation import segment_series
     from mskai.vertebrae import label_vertebrae
@@ -182,10 +186,13 @@ def analyze_study(study: Any, models: dict[str, Any], *, device: str = "cpu", pr
     report(0.85, "finding the disc levels")
     with timer("levels"):
         levels = disc_levels(found, disc_mask, labelmap, list(study.axial_t2))
-    result = new_result("cervical", None, {"sagittal": meta.get("info"),
-                                           "axial": models["axial"][2].get("info") if study.axial_t2 else None})
+    classifiers = dict(models.get("classifiers") or {key: None for key in FINDINGS})
+    model_info = {"sagittal": meta.get("info"), "axial": models["axial"][2].get("info") if study.axial_t2 else None}
+    model_info.update({key: loaded.metadata.get("info") if loaded is not None else None
+                       for key, loaded in classifiers.items()})
+    result = new_result("cervical", None, model_info)
     result["input"] = study.describe()
-    result["warnings"] = warnings + [FINDINGS_NOT_ASSESSED]
+    result["warnings"] = warnings
     vertebrae = [{"name": v["name"], "label": int(v["label"]),
                   "centroid_mm": [round(float(c), 3) for c in v["centroid_mm"]],
                   "voxels": int(v.get("voxels", 0)), "cut_by_edge": bool(v.get("cut_by_edge", False))}
@@ -195,26 +202,35 @@ def analyze_study(study: Any, models: dict[str, Any], *, device: str = "cpu", pr
                       "normal": [round(float(c), 4) for c in lv["normal"]],
                       "axial_slices": lv.get("axial_slices", [])} for lv in levels]
     names = [v["name"] for v in vertebrae]
+    report(0.9, "assessing the findings")
+    assessed = assess_findings(study, vertebrae, level_entries, labelmap, axial_labels, classifiers, device=device,
+                               timer=timer)
+    result["warnings"].extend(assessed["warnings"])
+    if not study.axial_t2:
+        result["warnings"].append("no axial T2 series: herniation, PLL and LF thickening are not assessed")
     result.update({
-        "verdict": (f"{len(vertebrae)} vertebrae ({names[0]}-{names[-1]}), {len(level_entries)} disc levels"
-                    if vertebrae else "no vertebra found"),
+        "verdict": verdict_text(vertebrae, level_entries) if vertebrae else "no vertebra found",
+        "labelling": (f"{len(vertebrae)} vertebrae ({names[0]}-{names[-1]}), {len(level_entries)} disc levels"
+                      if vertebrae else "no vertebra found"),
         "level_identified": bool(is_c2), "level_identification": why,
-        "vertebrae": vertebrae, "levels": level_entries,
+        "vertebrae": vertebrae, "levels": level_entries, "alignment": assessed["alignment"],
         "segmentation": {"sagittal_series": sagittal.meta.get("series_instance_uid"),
                          "classes_sagittal": list(sag_labels.meta["segment_names"].values()),
                          "axial_stacks": len(axial_labels)},
-        "evidence": [{"kind": "vertebra centroid", "name": v["name"], "position_mm": v["centroid_mm"]}
-                     for v in vertebrae],
+        "evidence": assessed["evidence"] + [{"kind": "vertebra centroid", "name": v["name"],
+                                             "position_mm": v["centroid_mm"]} for v in vertebrae],
     })
     result["timing"] = timer.as_dict()
     report(1.0, result["verdict"])
     return CervicalAnalysis(result, sag_labels, labelmap, axial_labels, study)
 
 
-def write_outputs(analysis: CervicalAnalysis, output_dir: str | Path) -> dict[str, Any]:
+def write_outputs(analysis: CervicalAnalysis, output_dir: str | Path, *, reports: bool = True) -> dict[str, Any]:
     """``result.json``; ``sagittal.seg.nrrd`` (bodies, discs, sac, cord), ``vertebrae.seg.nrrd``
     (one segment per named vertebra), ``axial_<n>.seg.nrrd``; an overlay PNG of the middle
-    sagittal slice with the vertebra names and of each level's first cutting axial slice."""
+    sagittal slice with the vertebra names and of each level's first cutting axial slice;
+    with ``reports`` the structured report ``report.html`` and ``report.pdf``
+    (:func:`mskai.cervical.report.write_reports`)."""
     from mskai.labels import write_segmentation
     from mskai.results import save_overlay_png, write_final_result
 
@@ -256,4 +272,10 @@ def write_outputs(analysis: CervicalAnalysis, output_dir: str | Path) -> dict[st
                              heatmap=(labels.array[index] > 0).astype(np.float32) * 0.6,
                              pixel_aspect=image.spacing[1] / image.spacing[0])
             outputs["overlays"].append(name)
+    if reports and study is not None:
+        from mskai.cervical.report import write_reports
+
+        outputs["reports"] = write_reports(analysis.result, sagittal=study.sagittal,
+                                           vertebra_labels=analysis.vertebra_labels, axial_images=list(study.axial_t2),
+                                           axial_labels=analysis.axial_labels, output_dir=out)
     return write_final_result(out, analysis.result, outputs, start)

@@ -38,17 +38,13 @@ from mskai.geometry import lps_to_index, resample_like
 from mskai.image import Image
 from mskai.results import window_to_uint8
 
-POSITIVE, NEGATIVE, NOT_ASSESSED = "positive", "negative", "not assessed"
+POSITIVE, NEGATIVE, NOT_ASSESSED, MEASURED = "positive", "negative", "not assessed", "measured"
 LEVEL_FINDINGS = (("herniation", "disc herniation"), ("pll_thickening", "PLL thickening"),
                   ("lf_thickening", "LF thickening"))
 VERTEBRA_FINDINGS = (("hyperplasia", "osteophytes (hyperplasia)"), ("listhesis", "spondylolisthesis"))
 CANAL_FINDING = "canal"
 CERVICAL_VERTEBRAE = ("C2", "C3", "C4", "C5", "C6", "C7")
 """Vertebrae that always get their rows (not assessed when the result has no findings for them)."""
-CANAL_STENOSIS_AP_MM = 10.0
-"""A canal AP diameter below this is an absolute stenosis (when the result does not decide)."""
-CORD_COMPRESSION_RATIO = 0.4
-"""A cord compression ratio (AP / LR) below this is a compressed cord (when the result does not decide)."""
 PROBABILITY_THRESHOLD = 0.5
 """Used only when a finding has a probability but no decision."""
 
@@ -148,15 +144,13 @@ def canal_text(canal: Mapping[str, Any] | None) -> str:
 
 
 def _canal_result(canal: Mapping[str, Any] | None) -> str:
+    """"measured" when a canal or cord figure is there, else "not assessed": MSKAI reports the
+    canal's and cord's diameters but makes no stenosis or compression verdict (no classifier
+    decides them and no threshold has been validated on the segmentation they come from)."""
     canal = canal or {}
-    if canal.get("positive") is not None:
-        return POSITIVE if canal["positive"] else NEGATIVE
-    ap, ratio = canal.get("canal_ap_mm"), canal.get("compression_ratio")
-    if ap is None and ratio is None:
+    if all(canal.get(key) is None for key in ("canal_ap_mm", "cord_ap_mm", "cord_lr_mm", "compression_ratio")):
         return NOT_ASSESSED
-    narrow = (ap is not None and float(ap) < CANAL_STENOSIS_AP_MM) or \
-             (ratio is not None and float(ratio) < CORD_COMPRESSION_RATIO)
-    return POSITIVE if narrow else NEGATIVE
+    return MEASURED
 
 
 _LEVEL_TEXT: dict[str, Callable[[Mapping[str, Any]], str]] = {
@@ -199,18 +193,16 @@ def vertebra_rows(vertebra: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def lordosis_row(alignment: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The lordosis row: the angle (degrees, negative = kyphotic); positive when the result
-    says so, else when the curve is kyphotic (below 0 degrees)."""
+    """The lordosis row: the angle (degrees, negative = kyphotic), "measured" (a measurement,
+    not a verdict) or "not assessed" when it could not be measured."""
     alignment = alignment or {}
     span = f"{alignment.get('from') or 'C2'}-{alignment.get('to') or 'C7'}"
     angle = alignment.get("lordosis_deg")
     if angle is None:
-        result, text = NOT_ASSESSED, ""
+        result, text = NOT_ASSESSED, "; ".join(alignment.get("notes") or [])
     else:
-        decided = alignment.get("positive")
-        kyphotic = float(angle) < 0
-        result = POSITIVE if (decided if decided is not None else kyphotic) else NEGATIVE
-        text = f"{_number(angle)}°" + (" (kyphotic)" if kyphotic else "")
+        result = MEASURED
+        text = f"{_number(angle)}°" + (" (kyphotic)" if float(angle) < 0 else "")
         if alignment.get("method"):
             text += f", {alignment['method']}"
     return {"where": span, "finding": f"lordosis {span}", "result": result, "probability": None,
@@ -227,7 +219,8 @@ def report_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     per finding per place: per level (in the result's cranio-caudal order) disc herniation,
     PLL thickening, LF thickening, canal; per vertebra (C2-C7 always, any other with
     findings) osteophytes (hyperplasia), spondylolisthesis; then the lordosis.  ``result``
-    is "positive", "negative" or "not assessed"; ``probability`` a float or None;
+    is "positive", "negative" or "not assessed" (canal and lordosis: "measured" or "not
+    assessed"); ``probability`` a float or None;
     ``measurement`` text in user words; ``slice`` the level's axial slice
     ``{"stack", "index"}`` or None."""
     rows: list[dict[str, Any]] = []
