@@ -49,14 +49,22 @@ class CervicalMR(ScriptedLoadableModule):
 into vertebral bodies, discs, dural sac and spinal cord, each axial T2 stack into dural sac, cord,
 disc, posterior longitudinal ligament (PLL) and ligamentum flavum (LF); names the vertebrae (C2 is
 identified from its dens and height; when it cannot be, the vertebrae get relative names V1, V2, ...
-with a warning); and, for each disc C2/3 ... C6/7, gives its centre and the axial slices that cut it.
-The per-level findings of the paper (vertebral hyperplasia, spondylolisthesis, disc herniation, PLL
-and LF thickening) are <b>not assessed yet</b> in this version.</p>
+with a warning); for each disc C2/3 ... C6/7, gives its centre and the axial slices that cut it; and
+assesses the paper's findings: vertebral hyperplasia (osteophytes) and spondylolisthesis per vertebra,
+disc herniation, PLL and LF thickening per disc level, with what is measured beside them (slip and its
+grade, protrusion and herniation type, ligament thickness, canal and cord diameters, the C2-C7
+lordosis). A finding whose classifier model is not installed reads "not assessed".</p>
 <p>Inputs: sagittal T1 and/or sagittal T2 (one of them may be missing) and one to three axial T2
 stacks of the same study. Outputs: the segmentations (Segmentation nodes with named segments, to
 correct in the Segment Editor embedded in the panel), the vertebra names (Markups points), a levels
-table (selecting a level turns the red slice view onto its axial slice) and a result table with the
-verdict and warnings.</p>
+table (selecting a level turns the red slice view onto its axial slice), a result table with the
+verdict (the positive findings by level), what was found and the warnings, and the
+<b>findings table</b> ("CervicalMR findings"): the structured report, one row per finding at each
+disc level and vertebra with its result (positive, negative, not assessed), probability, measurement
+and the axial slice it is read on. Selecting a row of the findings table jumps to its evidence: a
+level's finding turns the red view onto the axial slice the level is read on (with that stack's
+segmentation), a vertebra's turns the yellow view to the vertebra on the sagittal series, and what
+was measured (protrusion, PLL, LF, canal or slip) is drawn as the "CervicalMR measurement" line.</p>
 <p>Learning from corrections: "Save as training case" writes the corrected segmentations and their
 series into a segmentation dataset folder (train/val/test split fixed when a case is first saved,
 never overwritten); "Fine-tune on saved cases" fine-tunes the current segmentation models in the
@@ -105,7 +113,7 @@ class CervicalMRParameterNode:
 
 class CervicalMRWidget(MSKAIModuleWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     """The panel; the shared behaviour is in :class:`mskai_slicer.module_widget.MSKAIModuleWidgetMixin`,
-    this class adds the levels table, the embedded Segment Editor, "Save as training case",
+    this class adds the findings and levels tables, the embedded Segment Editor, "Save as training case",
     "Fine-tune on saved cases" and accepting the fine-tuned bundles."""
 
     def __init__(self, parent=None) -> None:
@@ -119,6 +127,7 @@ class CervicalMRWidget(MSKAIModuleWidgetMixin, ScriptedLoadableModuleWidget, VTK
         self.setupPanel(CervicalMRLogic(), CervicalMRParameterNode)
         self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(self.logic.segment_editor_node())
         self.ui.levelsTableView.connect("selectionChanged()", self.onLevelsSelectionChanged)
+        self.ui.findingsTableView.connect("selectionChanged()", self.onFindingsSelectionChanged)
         self.ui.saveTrainingCaseButton.connect("clicked(bool)", self.onSaveTrainingCaseButton)
         self.ui.fineTuneButton.connect("clicked(bool)", self.onFineTuneButton)
         self.ui.acceptBundleButton.connect("clicked(bool)", self.onAcceptBundleButton)
@@ -170,10 +179,11 @@ class CervicalMRWidget(MSKAIModuleWidgetMixin, ScriptedLoadableModuleWidget, VTK
             self.ui.applyButton.enabled = False
 
     def showResult(self, result) -> None:
-        """Verdict, the result and levels tables, the warnings in the log; the embedded
-        Segment Editor opens on the sagittal segmentation."""
+        """Verdict, what was found, the result, findings and levels tables, the warnings in
+        the log; the embedded Segment Editor opens on the sagittal segmentation."""
         MSKAIModuleWidgetMixin.showResult(self, result)
         self.ui.scoreLabel.text = level_summary(result)
+        self.ui.findingsTableView.setMRMLTableNode(self.logic.findings_table_node() if result else None)
         self.ui.levelsTableView.setMRMLTableNode(self.logic.levels_table_node() if result else None)
         if not result:
             return
@@ -193,16 +203,37 @@ class CervicalMRWidget(MSKAIModuleWidgetMixin, ScriptedLoadableModuleWidget, VTK
 
     def onLevelsSelectionChanged(self) -> None:
         """Turn the red slice view onto the selected level's axial slice."""
-        view = self.ui.levelsTableView
-        indexes = view.selectionModel().selectedIndexes()
-        if not indexes or self.logic.last_result is None:
+        row = self._selectedRow(self.ui.levelsTableView)
+        if row is None or self.logic.last_result is None:
             return
-        row = view.sortFilterProxyModel().mapToSource(indexes[0]).row()
         with slicer.util.tryWithErrorDisplay(_("The level could not be shown."), waitCursor=False):
             target = self.logic.jump_to_level(row)
             self.appendLog(_("{level}: axial stack {stack}, slice {index} ({distance:.1f} mm from the disc "
                              "centre)").format(level=target["level"], stack=target["stack"], index=target["index"],
                                                distance=target["distance_mm"]))
+
+    def onFindingsSelectionChanged(self) -> None:
+        """Show the selected finding's slice and draw what was measured."""
+        row = self._selectedRow(self.ui.findingsTableView)
+        if row is None or self.logic.last_result is None:
+            return
+        with slicer.util.tryWithErrorDisplay(_("The finding could not be shown."), waitCursor=False):
+            shown = self.logic.jump_to_finding(row)
+            if shown["kind"] == "level" and shown["slice"]:
+                where = _("axial stack {stack}, slice {index}").format(**shown["slice"])
+            else:
+                where = _("{view} view").format(view=shown["view"].lower())
+            self.appendLog(_("{place} {finding}: {where}{line}").format(
+                place=shown["where"], finding=shown["finding"], where=where,
+                line=_("; measured line drawn") if shown["line_ras"] else ""))
+
+    @staticmethod
+    def _selectedRow(view):
+        """The table node row of a table view's selection (None without one)."""
+        indexes = view.selectionModel().selectedIndexes()
+        if not indexes:
+            return None
+        return view.sortFilterProxyModel().mapToSource(indexes[0]).row()
 
     # ---- learning from corrections --------------------------------------------------------
 
@@ -279,9 +310,12 @@ class CervicalMRWidget(MSKAIModuleWidgetMixin, ScriptedLoadableModuleWidget, VTK
 
 
 def level_summary(result) -> str:
-    """Vertebrae and levels in one line for the panel."""
+    """What was found in one line for the panel (the result's labelling line; without it,
+    the vertebrae and levels)."""
     if not result:
         return "-"
+    if result.get("labelling"):
+        return str(result["labelling"])
     vertebrae = ", ".join(v["name"] for v in result.get("vertebrae") or []) or _("none")
     levels = ", ".join(level["name"] for level in result.get("levels") or []) or _("none")
     return _("vertebrae {vertebrae}; levels {levels}").format(vertebrae=vertebrae, levels=levels)
@@ -335,8 +369,9 @@ class CervicalMRTest(ScriptedLoadableModuleTest):
 
     def test_AnalysisOnPhantom(self):
         """A phantom cervical MR study analysed with the demo bundles, blocking and in the
-        worker: the segmentations, vertebra points, levels table, the level jump and
-        "Save as training case" read back."""
+        worker: the segmentations, vertebra points, levels and findings tables, the level
+        jump, the jump to a finding with its measured line, and "Save as training case"
+        read back."""
         from mskai_slicer.dependencies import testing_skip_reason
 
         skipReason = testing_skip_reason(testing=True)

@@ -6,7 +6,9 @@ stacks), Analyze blocking (with the networks replaced by the phantom's labels, s
 that vertebrae and levels are the real ones) and through the worker (tiny
 random-weights bundles: structure only), the nodes (result and levels tables, named
 sagittal and axial segmentations, vertebra points), the level jump of the axial
-view, "Save as training case" read back by ``read_seg_dataset``, fine-tuning in
+view, the findings table (the structured report's rows) and its jumps to a level's
+axial slice or a vertebra's sagittal plane with the measured line, "Save as training
+case" read back by ``read_seg_dataset``, fine-tuning in
 the worker with a quick recipe (new version, old and new Dice) and accepting it.
 """
 from __future__ import annotations
@@ -96,6 +98,77 @@ def test_blocking_analysis_nodes_level_jump_and_training_cases(mrml_scene, truth
     editor = logic.segment_editor_node()  # Slicer's own segment editor node, shared with the module
     assert editor is logic.segment_editor_node() and editor.GetSingletonTag() == "SegmentEditor"
     check_training_case_round_trip(logic, tmp_path / "dataset", ("case-a", "case-b"), ("train", None))
+
+
+def test_findings_table_and_the_jump_to_a_finding(mrml_scene, truth_segmenter, tiny_bundles):
+    """The findings table holds the structured report's rows (the finding classifiers may
+    not be installed: then "not assessed"); a level's row turns the red view onto its
+    axial slice, a vertebra's onto its centroid on the sagittal series, each drawing the
+    measured line in RAS; a re-analysis replaces the table and removes the line."""
+    import numpy as np
+    import slicer
+
+    from CervicalMRLib.checks import check_findings_table
+    from CervicalMRLib.logic import finding_targets
+    from mskai.cervical.report import report_rows
+    from mskai_slicer.module_checks import table_columns
+
+    _, nodes = _study(truth_segmenter)
+    logic = _logic()
+    result = logic.analyze(**nodes, model_path=tiny_bundles, device="cpu")
+    rows = report_rows(result)
+    assert len(rows) == 4 * len(result["levels"]) + 2 * len(result["vertebrae"]) + 1  # C2-T1: every vertebra shown
+    assert dict(zip(*table_columns(logic.result_table_node()).values()))["labelling"] == result["labelling"]
+    checked = check_findings_table(logic, result)
+    assert checked["level_row"] is not None and checked["vertebra_row"] is not None
+
+    # the level's row again, the expected position computed here from the axial node's IJKToRAS
+    row = rows[checked["level_row"]]
+    level = next(lv for lv in result["levels"] if lv["name"] == row["where"])
+    red = mrml_scene.GetNodeByID("vtkMRMLSliceNodeRed")
+    red.JumpSliceByCentering(0.0, 0.0, 999.0)  # elsewhere first, so that a jump doing nothing fails
+    shown = logic.jump_to_finding(checked["level_row"])
+    ijk_to_ras = slicer.util.arrayFromVTKMatrix(_ijk_to_ras(nodes["axial_t2_node"][row["slice"]["stack"]]))
+    slice_s = (ijk_to_ras @ np.array([0.0, 0.0, row["slice"]["index"], 1.0]))[2]
+    assert red.GetSliceOffset() == pytest.approx(slice_s, abs=1e-3)  # the phantom's stacks are axial: offset = S
+    pll_ras = np.asarray(level["lines"]["pll"]) * [-1, -1, 1]
+    assert np.allclose(shown["line_ras"], pll_ras, atol=1e-6)
+    line = logic.measurement_node()
+    assert line.IsA("vtkMRMLMarkupsLineNode")
+    assert np.allclose([line.GetNthControlPointPositionWorld(i) for i in range(2)], pll_ras, atol=1e-3)
+
+    # the vertebra's row: the yellow view through its centroid (the sagittal phantom is a few degrees oblique)
+    vertebra = next(v for v in result["vertebrae"] if v["name"] == rows[checked["vertebra_row"]]["where"])
+    yellow = mrml_scene.GetNodeByID("vtkMRMLSliceNodeYellow")
+    yellow.JumpSliceByCentering(999.0, 0.0, 0.0)
+    logic.jump_to_finding(checked["vertebra_row"])
+    normal_r = slicer.util.arrayFromVTKMatrix(yellow.GetSliceToRAS())[0, 2]
+    assert abs(normal_r) > 0.99
+    assert yellow.GetSliceOffset() == pytest.approx(np.sign(normal_r) * -vertebra["centroid_mm"][0], abs=0.5)
+
+    # every row of every kind jumps (the lordosis row to the yellow view; a level's canal row draws the canal line)
+    for index, target in enumerate(finding_targets(result)):
+        assert logic.jump_to_finding(index)["view"] == ("Red" if target["kind"] == "level" else "Yellow")
+        assert (logic.measurement_node() is None) == (target["line"] is None)
+
+    table_id = logic.findings_table_node().GetID()
+    logic.jump_to_finding(checked["level_row"])
+    logic.analyze(**nodes, model_path=tiny_bundles, device="cpu")
+    assert logic.findings_table_node().GetID() == table_id and logic.measurement_node() is None
+    assert mrml_scene.GetNumberOfNodesByClass("vtkMRMLMarkupsLineNode") == 0
+    assert [node.GetName() for node in _nodes(mrml_scene, "vtkMRMLTableNode")].count("CervicalMR findings") == 1
+
+
+def _ijk_to_ras(volume):
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(matrix)
+    return matrix
+
+
+def _nodes(scene, class_name):
+    return [scene.GetNthNodeByClass(index, class_name) for index in range(scene.GetNumberOfNodesByClass(class_name))]
 
 
 def test_study_needs_a_sagittal_and_an_axial_series(mrml_scene, truth_segmenter):

@@ -2,9 +2,10 @@
 self-test (``CervicalMRTest``) and pytest (``Testing/test_cervicalmr_logic.py``).
 
 Each check adds nodes to ``slicer.mrmlScene`` and raises AssertionError saying what
-went wrong: the analysis (blocking or through the worker), its nodes (result and levels
-tables, sagittal and axial segmentations with named segments, vertebra points), the
-level jump of the axial view, "Save as training case" read back by
+went wrong: the analysis (blocking or through the worker), its nodes (result, levels and
+findings tables, sagittal and axial segmentations with named segments, vertebra points),
+the level jump of the axial view, the findings table's rows and their jumps (a level's
+axial slice, a vertebra's sagittal plane, the measured line), "Save as training case" read back by
 :func:`mskai.cervical.seg_training.read_seg_dataset`, and fine-tuning with the old
 and new Dice and accepting the new bundle.
 """
@@ -19,7 +20,7 @@ import slicer
 
 from mskai.errors import InputError
 from mskai_slicer.geometry import image_to_volume_node
-from mskai_slicer.module_checks import table_columns
+from mskai_slicer.module_checks import parent_item, table_columns
 
 SAGITTAL_SEGMENTS = {"vertebral body", "disc", "dural sac", "spinal cord"}
 AXIAL_SEGMENTS = {"dural sac", "spinal cord", "disc", "PLL", "LF"}
@@ -110,6 +111,9 @@ def check_level_jump(logic: Any, result: dict) -> None:
         on_slice = ijk_to_ras @ np.array([0.0, 0.0, float(target["index"]), 1.0])
         if abs(float(np.dot(slice_to_ras[:3, 3] - on_slice[:3], normal))) > 1e-3:
             _fail(f"level {level['name']}: the view is not on slice {target['index']}")
+        if slice_to_ras[1, 1] <= 0 or slice_to_ras[0, 0] >= 0:  # Slicer's axial: anterior up, patient's left right
+            _fail(f"level {level['name']}: the axial view is not in the usual screen directions: "
+                  f"{slice_to_ras[:3, :3].tolist()}")
         jumped += 1
     if result.get("levels") and not jumped:
         _fail("no level has a cutting axial slice to jump to")
@@ -119,6 +123,129 @@ def check_level_jump(logic: Any, result: dict) -> None:
         pass
     else:
         _fail("a row past the levels table was not refused")
+
+
+def check_findings_table(logic: Any, result: dict) -> dict[str, Any]:
+    """The ``CervicalMR findings`` table has every row of the structured report
+    (:func:`mskai.cervical.report.report_rows`) with typed columns, filed beside the result
+    table; selecting a level's row turns the red view onto the level's axial slice (its
+    stack as background, its axial segmentation shown) and draws the measured line, a
+    vertebra's spondylolisthesis row turns the yellow view to the vertebra's centroid on
+    the sagittal series and draws the slip line, a row without a line removes it, a row
+    past the table is refused.  Returns what was checked (``level_row``,
+    ``vertebra_row``: the row indices, None when the result had none to check)."""
+    from mskai.cervical.report import report_rows
+
+    rows = report_rows(result)
+    table = logic.findings_table_node()
+    if table is None or table.GetName() != "CervicalMR findings":
+        _fail("no 'CervicalMR findings' table")
+    if parent_item(table) != parent_item(logic.result_table_node()):
+        _fail("the findings table is not filed beside the result table")
+    columns = table_columns(table)
+    for column, key in (("Where", "where"), ("Finding", "finding"), ("Result", "result"),
+                        ("Measurement", "measurement")):
+        if columns.get(column) != [str(row[key] or "") for row in rows]:
+            _fail(f"findings table column {column!r}: {columns.get(column)}; the report says "
+                  f"{[row[key] for row in rows]}")
+    vtk_table = table.GetTable()
+    for column, class_name in (("Probability", "vtkDoubleArray"), ("Stack", "vtkIntArray"), ("Slice", "vtkIntArray")):
+        array = vtk_table.GetColumnByName(column)
+        if array is None or not array.IsA(class_name):
+            _fail(f"findings table column {column!r} is not a {class_name}")
+    for index, row in enumerate(rows):
+        value = vtk_table.GetColumnByName("Probability").GetValue(index)
+        if (row["probability"] is None) != bool(np.isnan(value)) or \
+                (row["probability"] is not None and abs(value - float(row["probability"])) > 1e-6):
+            _fail(f"row {index}: probability {value}, the report says {row['probability']}")
+        chosen = row["slice"] or {"stack": -1, "index": -1}
+        cells = (vtk_table.GetColumnByName("Stack").GetValue(index), vtk_table.GetColumnByName("Slice").GetValue(index))
+        if cells != (int(chosen["stack"]), int(chosen["index"])):
+            _fail(f"row {index}: stack/slice {cells}, the report says {row['slice']}")
+    levels = {level["name"]: level for level in result.get("levels") or []}
+    vertebrae = {vertebra["name"]: vertebra for vertebra in result.get("vertebrae") or []}
+    red = slicer.mrmlScene.GetNodeByID("vtkMRMLSliceNodeRed")
+    yellow = slicer.mrmlScene.GetNodeByID("vtkMRMLSliceNodeYellow")
+    checked: dict[str, Any] = {"level_row": None, "vertebra_row": None}
+    level_row = next((index for index, row in enumerate(rows) if row["finding"] == "PLL thickening" and row["slice"]
+                      and "pll" in (levels[row["where"]].get("lines") or {})), None)
+    if level_row is not None:
+        row = rows[level_row]
+        red.JumpSliceByCentering(0.0, 0.0, 999.0)  # elsewhere first: a jump that does nothing fails
+        shown = logic.jump_to_finding(level_row)
+        volume = logic.last_axial_nodes[row["slice"]["stack"]]
+        ijk_to_ras = slicer.util.arrayFromVTKMatrix(_ijk_to_ras(volume))
+        slice_to_ras = slicer.util.arrayFromVTKMatrix(red.GetSliceToRAS())
+        normal = slice_to_ras[:3, 2]
+        axis = ijk_to_ras[:3, 2] / np.linalg.norm(ijk_to_ras[:3, 2])
+        if shown["view"] != "Red" or abs(abs(float(np.dot(normal, axis))) - 1.0) > 1e-4:
+            _fail(f"{row['where']}: the red view is not turned to the axial stack's plane")
+        on_slice = (ijk_to_ras @ np.array([0.0, 0.0, float(row["slice"]["index"]), 1.0]))[:3]
+        if abs(red.GetSliceOffset() - float(np.dot(normal, on_slice))) > 1e-3:
+            _fail(f"{row['where']}: red slice offset {red.GetSliceOffset():.3f}, slice {row['slice']['index']} is at "
+                  f"{float(np.dot(normal, on_slice)):.3f}")
+        if _background(red) != volume.GetID():
+            _fail(f"{row['where']}: the red view does not show the axial stack")
+        segmentation = logic.axial_segmentation_nodes()[row["slice"]["stack"]]
+        if not segmentation.GetDisplayNode().GetVisibility():
+            _fail(f"{row['where']}: the axial segmentation is hidden")
+        _check_line(logic, levels[row["where"]]["lines"]["pll"], f"{row['where']} PLL")
+        checked["level_row"] = level_row
+    vertebra_row = next((index for index, row in enumerate(rows) if row["finding"] == "spondylolisthesis"
+                         and row["where"] in vertebrae
+                         and ((vertebrae[row["where"]].get("findings") or {}).get("listhesis") or {}).get("line_mm")),
+                        None)
+    if vertebra_row is not None:
+        vertebra = vertebrae[rows[vertebra_row]["where"]]
+        yellow.JumpSliceByCentering(999.0, 0.0, 0.0)
+        shown = logic.jump_to_finding(vertebra_row)
+        slice_to_ras = slicer.util.arrayFromVTKMatrix(yellow.GetSliceToRAS())
+        normal = slice_to_ras[:3, 2]
+        centroid = np.asarray(vertebra["centroid_mm"], dtype=float) * np.array([-1.0, -1.0, 1.0])
+        sagittal_axis = slicer.util.arrayFromVTKMatrix(_ijk_to_ras(logic.last_sagittal_node))[:3, 2]
+        if shown["view"] != "Yellow" or abs(abs(float(np.dot(normal, sagittal_axis / np.linalg.norm(sagittal_axis))))
+                                            - 1.0) > 1e-4:
+            _fail(f"{vertebra['name']}: the yellow view is not turned to the sagittal series' plane")
+        if abs(yellow.GetSliceOffset() - float(np.dot(normal, centroid))) > 1e-3:
+            _fail(f"{vertebra['name']}: yellow slice offset {yellow.GetSliceOffset():.3f}, the centroid is at "
+                  f"{float(np.dot(normal, centroid)):.3f}")
+        if _background(yellow) != logic.last_sagittal_node.GetID():
+            _fail(f"{vertebra['name']}: the yellow view does not show the sagittal series")
+        _check_line(logic, vertebra["findings"]["listhesis"]["line_mm"], f"{vertebra['name']} slip")
+        checked["vertebra_row"] = vertebra_row
+    hyperplasia_row = next((index for index, row in enumerate(rows) if row["finding"].startswith("osteophytes")), None)
+    if hyperplasia_row is not None:
+        logic.jump_to_finding(hyperplasia_row)
+        if logic.measurement_node() is not None:
+            _fail("a finding without a measured line left the last line showing")
+    try:
+        logic.jump_to_finding(len(rows))
+    except InputError:
+        pass
+    else:
+        _fail("a row past the findings table was not refused")
+    return checked
+
+
+def _check_line(logic: Any, line_lps: Any, what: str) -> None:
+    node = logic.measurement_node()
+    if node is None or node.GetName() != "CervicalMR measurement" or node.GetNumberOfControlPoints() != 2:
+        _fail(f"{what}: no 'CervicalMR measurement' line with two points")
+    expected = np.asarray(line_lps, dtype=float) * np.array([-1.0, -1.0, 1.0])  # LPS -> RAS
+    for index in range(2):
+        ras = [0.0, 0.0, 0.0]
+        node.GetNthControlPointPositionWorld(index, ras)
+        if not np.allclose(ras, expected[index], atol=1e-3):
+            _fail(f"{what}: measurement point {index} at RAS {ras}, expected {expected[index].tolist()}")
+
+
+def _background(slice_node: Any) -> str | None:
+    scene = slice_node.GetScene()
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        composite = scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
+        if composite.GetLayoutName() == slice_node.GetLayoutName():
+            return composite.GetBackgroundVolumeID()
+    return None
 
 
 def _ijk_to_ras(volume: Any) -> Any:
@@ -221,7 +348,7 @@ def check_fine_tune(logic: Any, folder: Path, planes: tuple[str, ...] = ("sagitt
 def run_cervicalmr_checks(model_path: str | None = None, dataset_folder: str | Path | None = None,
                           logic: Any = None) -> dict:
     """The checks of the desktop self-test on a phantom study: blocking analysis, nodes,
-    level jump, the worker, and the training-case round trip."""
+    level jump, the findings table and its jumps, the worker, and the training-case round trip."""
     import tempfile
 
     from CervicalMRLib.logic import CervicalMRLogic
@@ -234,6 +361,7 @@ def run_cervicalmr_checks(model_path: str | None = None, dataset_folder: str | P
     check_result_nodes(logic, result, nodes, expect_levels=False)
     if any(level.get("axial_slices") for level in result.get("levels") or []):
         check_level_jump(logic, result)
+    check_findings_table(logic, result)
     job = logic.analyze_async(**nodes, model_path=model_path, device="cpu")
     if not job.wait(600):
         job.cancel("the self-test waited too long")

@@ -18,7 +18,12 @@ the sagittal series (T2, else T1) in the subject hierarchy:
   its name (C2, C3, ... or V1, V2, ... when C2 could not be identified);
 * ``CervicalMR levels`` (Table): level, disc centre (LPS mm), the axial slices that
   cut it; :meth:`jump_to_level` turns the axial (red) slice view onto a level's
-  cutting slice.
+  cutting slice;
+* ``CervicalMR findings`` (Table): the structured report, one row per finding per place
+  (:func:`mskai.cervical.report.report_rows`: where, finding, result, probability,
+  measurement, and the axial slice it is read on); :meth:`jump_to_finding` shows a row's
+  evidence: a level's axial slice in the red view (a vertebra's sagittal plane in the
+  yellow view) and what was measured as the ``CervicalMR measurement`` line (Markups).
 
 "Save as training case" (:meth:`save_training_case`) writes the (corrected)
 segmentations and their series into a segmentation dataset folder (the format of
@@ -46,7 +51,7 @@ import slicer
 from mskai.errors import InputError
 from mskai.image import Image
 from mskai.tasks import ProgressCallback
-from mskai_slicer.geometry import volume_node_to_image
+from mskai_slicer.geometry import array_from_vtk_matrix, lps_to_ras, volume_ijk_to_world_ras, volume_node_to_image
 from mskai_slicer.module_logic import (RESULT_TABLE_ROLE, AnalysisJob, MSKAIModuleLogic, model_argument,
                                        result_rows)
 from mskai_slicer.outputs import ATTRIBUTE_ROLE
@@ -56,6 +61,10 @@ SAGITTAL_ROLE = "sagittal-segmentation"
 AXIAL_ROLE_PREFIX = "axial-segmentation-"
 VERTEBRAE_ROLE = "vertebrae"
 LEVELS_ROLE = "levels"
+FINDINGS_ROLE = "findings"
+MEASUREMENT_ROLE = "measurement"
+FINDING_LINES = {"herniation": "protrusion", "pll_thickening": "pll", "lf_thickening": "lf", "canal": "canal"}
+"""The measured line (``levels[*].lines``) that is the evidence of each level finding."""
 PLANES = ("sagittal", "axial")
 DATASET_COLUMNS = ("case_id", "image", "labels", "plane", "split")
 SEGMENT_EDITOR_TAG = "SegmentEditor"
@@ -141,14 +150,66 @@ def levels_columns(result: dict) -> dict[str, list]:
     return columns
 
 
+def findings_columns(result: dict) -> dict[str, list]:
+    """The findings table: one row per row of the structured report
+    (:func:`mskai.cervical.report.report_rows`): where, finding, result, probability (a
+    number; NaN when not assessed), measurement, and the axial stack and slice the level
+    is read on (-1 and -1 for a vertebra, the lordosis or a level no axial slice cuts)."""
+    from mskai.cervical.report import report_rows
+
+    columns: dict[str, list] = {"Where": [], "Finding": [], "Result": [], "Probability": [], "Measurement": [],
+                                "Stack": [], "Slice": []}
+    for row in report_rows(result):
+        chosen = row.get("slice") or {}
+        columns["Where"].append(str(row["where"]))
+        columns["Finding"].append(str(row["finding"]))
+        columns["Result"].append(str(row["result"]))
+        # NaN, not None: the column stays numeric when no classifier is installed.
+        columns["Probability"].append(float("nan") if row["probability"] is None else float(row["probability"]))
+        columns["Measurement"].append(str(row.get("measurement") or ""))
+        columns["Stack"].append(int(chosen["stack"]) if chosen else -1)
+        columns["Slice"].append(int(chosen["index"]) if chosen else -1)
+    return columns
+
+
+def finding_targets(result: dict) -> list[dict[str, Any]]:
+    """What each findings-table row shows, in the rows' order: ``where``, ``finding`` (the
+    row's words), ``kind`` ("level", "vertebra" or "alignment"), ``entry`` (the level or
+    vertebra of the result; None for the lordosis), ``slice`` (a level's ``{"stack",
+    "index"}`` or None) and ``line`` (the measured line, two LPS points, or None): a level
+    finding's ``lines`` (:data:`FINDING_LINES`), a spondylolisthesis' ``line_mm``."""
+    from mskai.cervical.report import CANAL_FINDING, LEVEL_FINDINGS, VERTEBRA_FINDINGS, report_rows
+
+    keys = {words: key for key, words in tuple(LEVEL_FINDINGS) + tuple(VERTEBRA_FINDINGS)}
+    keys[CANAL_FINDING] = "canal"
+    levels = {str(level["name"]): level for level in result.get("levels") or []}
+    vertebrae = {str(vertebra["name"]): vertebra for vertebra in result.get("vertebrae") or []}
+    targets = []
+    for row in report_rows(result):
+        where, key = str(row["where"]), keys.get(str(row["finding"]))
+        target: dict[str, Any] = {"where": where, "finding": str(row["finding"]), "kind": "alignment",
+                                  "entry": None, "slice": row.get("slice") or None, "line": None}
+        if where in levels and key in FINDING_LINES:
+            level = levels[where]
+            target.update(kind="level", entry=level, line=(level.get("lines") or {}).get(FINDING_LINES[key]))
+        elif where in vertebrae and key is not None:
+            vertebra = vertebrae[where]
+            line = ((vertebra.get("findings") or {}).get(key) or {}).get("line_mm") if key == "listhesis" else None
+            target.update(kind="vertebra", entry=vertebra, line=line)
+        targets.append(target)
+    return targets
+
+
 def cervical_result_rows(result: dict) -> list[tuple[str, str]]:
-    """The result table: the shared rows (verdict, model, warnings) with the level
-    identification, vertebrae, levels and the bundles used after the verdict."""
+    """The result table: the shared rows (verdict, model, warnings) with the labelling
+    (what was found), level identification, vertebrae, levels and the bundles used after
+    the verdict."""
     rows = result_rows(result)
-    extra = [("level identification", ("C2 identified: " if result.get("level_identified") else
-                                       "relative names: ") + str(result.get("level_identification", "-"))),
-             ("vertebrae", ", ".join(v["name"] for v in result.get("vertebrae") or []) or "none"),
-             ("levels", ", ".join(lv["name"] for lv in result.get("levels") or []) or "none")]
+    extra = [("labelling", str(result["labelling"]))] if result.get("labelling") else []
+    extra += [("level identification", ("C2 identified: " if result.get("level_identified") else
+                                        "relative names: ") + str(result.get("level_identification", "-"))),
+              ("vertebrae", ", ".join(v["name"] for v in result.get("vertebrae") or []) or "none"),
+              ("levels", ", ".join(lv["name"] for lv in result.get("levels") or []) or "none")]
     for plane, info in sorted((result.get("model") or {}).items()):
         if isinstance(info, dict) and info.get("id"):
             extra.append((f"{plane} model", f"{info['id']} {info.get('version', '')}".strip()))
@@ -333,6 +394,8 @@ class CervicalMRLogic(MSKAIModuleLogic):
             self.outputs.table(LEVELS_ROLE, levels_columns(result), input_node, f"{self.moduleName} levels")
         else:
             self.outputs.remove_role(LEVELS_ROLE, input_node)
+        self.outputs.table(FINDINGS_ROLE, findings_columns(result), input_node, f"{self.moduleName} findings")
+        self.outputs.remove_role(MEASUREMENT_ROLE, input_node)  # the last analysis' line; a jump draws the new one
         return result
 
     @staticmethod
@@ -363,6 +426,14 @@ class CervicalMRLogic(MSKAIModuleLogic):
 
     def levels_table_node(self) -> Any:
         return self._output_of_role(LEVELS_ROLE)
+
+    def findings_table_node(self) -> Any:
+        return self._output_of_role(FINDINGS_ROLE)
+
+    def measurement_node(self) -> Any:
+        """The ``CervicalMR measurement`` line of the last :meth:`jump_to_finding` (None when
+        that finding had no measured line)."""
+        return self._output_of_role(MEASUREMENT_ROLE)
 
     def editable_output_node(self) -> Any:
         """The sagittal segmentation (the Segment Editor opens on it)."""
@@ -399,37 +470,113 @@ class CervicalMRLogic(MSKAIModuleLogic):
 
     def jump_to_level(self, row: int, slice_node: Any = None) -> dict:
         """Turn ``slice_node`` (default: the red slice view) onto the cutting axial slice of
-        levels-table row ``row``: its plane (the stack's own orientation), centred on the
-        disc centre projected onto it, with the stack as the view's background.  Returns
-        :meth:`level_slice` with ``plane_ras`` (normal, row direction, centre in RAS)."""
+        levels-table row ``row`` (:meth:`show_axial_slice`).  Returns :meth:`level_slice`
+        with ``plane_ras`` (normal, row direction, centre in RAS)."""
         target = self.level_slice(row)
-        if not 0 <= target["stack"] < len(self.last_axial_nodes):
-            raise InputError(f"the axial stack {target['stack']} of the last analysis is no longer known")
-        volume = self.last_axial_nodes[target["stack"]]
+        target["plane_ras"] = self.show_axial_slice(target["stack"], target["index"], target["center_mm"], slice_node)
+        return target
+
+    def show_axial_slice(self, stack: int, index: int, point_lps: Sequence[float], slice_node: Any = None) -> dict:
+        """Turn ``slice_node`` (default: the red slice view) onto slice ``index`` of axial
+        stack ``stack`` of the last analysis: the view in the stack's own plane (Slicer's
+        axial orientation rotated to the stack's axes, so the screen directions stay the
+        usual ones), centred on ``point_lps`` projected onto that slice, the stack as the
+        view's background and its axial segmentation shown.  Returns the view's plane
+        (``normal``, ``row``, ``centre`` in RAS)."""
+        stack, index = int(stack), int(index)
+        if not 0 <= stack < len(self.last_axial_nodes):
+            raise InputError(f"the axial stack {stack} of the last analysis is no longer known")
+        volume = self.last_axial_nodes[stack]
         if volume is None or volume.GetScene() is None:
             raise InputError("the axial T2 stack of that level was removed from the scene")
-        image = volume_node_to_image(volume)
-        matrix = image.index_to_lps_matrix()
-        on_plane = matrix @ np.array([0.0, 0.0, float(target["index"]), 1.0])
-        normal = matrix[:3, 2] / np.linalg.norm(matrix[:3, 2])
-        row_direction = matrix[:3, 0] / np.linalg.norm(matrix[:3, 0])
-        centre = np.asarray(target["center_mm"], dtype=float)
-        centre = centre - float(np.dot(centre - on_plane[:3], normal)) * normal
-        flip = np.array([-1.0, -1.0, 1.0])
-        n_ras, t_ras, p_ras = normal * flip, row_direction * flip, centre * flip
-        if slice_node is None:
-            slice_node = slicer.mrmlScene.GetNodeByID("vtkMRMLSliceNodeRed")
-            if slice_node is None:
-                raise InputError("there is no red slice view to turn onto the level")
-        slice_node.SetSliceToRASByNTP(*n_ras.tolist(), *t_ras.tolist(), *p_ras.tolist(), 0)
-        layout = slice_node.GetLayoutName()
-        scene = slice_node.GetScene() or slicer.mrmlScene
-        for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
-            composite = scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
-            if composite.GetLayoutName() == layout:
-                composite.SetBackgroundVolumeID(volume.GetID())
-        target["plane_ras"] = {"normal": n_ras.tolist(), "row": t_ras.tolist(), "centre": p_ras.tolist()}
-        return target
+        ijk_to_ras = volume_ijk_to_world_ras(volume)
+        on_slice = (ijk_to_ras @ np.array([0.0, 0.0, float(index), 1.0]))[:3]
+        normal = ijk_to_ras[:3, 2] / np.linalg.norm(ijk_to_ras[:3, 2])
+        centre = lps_to_ras(np.asarray(point_lps, dtype=float).reshape(3))
+        centre = centre - float(np.dot(centre - on_slice, normal)) * normal
+        slice_node = slice_node if slice_node is not None else _view_node("Red")
+        plane = _turn_view(slice_node, volume, "Axial", centre)
+        segmentation = self._output_of_role(f"{AXIAL_ROLE_PREFIX}{stack}")
+        if segmentation is not None:
+            _show(segmentation)
+        return plane
+
+    # ---- the findings table ----------------------------------------------------------------
+
+    def jump_to_finding(self, row: int, axial_view: Any = None, sagittal_view: Any = None) -> dict:
+        """Show the evidence of findings-table row ``row``.
+
+        A level's finding: the red view (``axial_view``) turned onto the axial slice the
+        level is read on (:meth:`show_axial_slice`, centred on the disc centre); a level no
+        axial slice cuts, a vertebra's finding, the lordosis: the yellow view
+        (``sagittal_view``) turned to the sagittal series' plane through the disc centre,
+        the vertebra's centroid, the middle of the vertebrae, with that series as its
+        background.  The ``CervicalMR measurement`` line (Markups, RAS) holds what was
+        measured (the protrusion, PLL, LF or canal line of the level, the slip line of a
+        spondylolisthesis); a finding without a measured line removes it.  Returns the
+        row's ``where``, ``finding``, ``kind``, ``view`` (the slice node's layout name),
+        ``slice`` and ``line_ras``."""
+        targets = finding_targets(self.last_result or {})
+        if not 0 <= int(row) < len(targets) or self.last_result is None:
+            raise InputError(f"there is no finding in row {int(row)}; the table has {len(targets)} rows")
+        target = targets[int(row)]
+        entry, chosen = target["entry"], target["slice"]
+        if target["kind"] == "level" and chosen:
+            view = axial_view if axial_view is not None else _view_node("Red")
+            self.show_axial_slice(chosen["stack"], chosen["index"], entry["center_mm"], view)
+        else:
+            if target["kind"] == "level":
+                point = entry["center_mm"]
+            elif target["kind"] == "vertebra":
+                point = entry["centroid_mm"]
+            else:
+                centroids = [v["centroid_mm"] for v in self.last_result.get("vertebrae") or []]
+                if not centroids:
+                    raise InputError("the analysis found no vertebra to show")
+                point = np.mean(np.asarray(centroids, dtype=float), axis=0)
+            view = sagittal_view if sagittal_view is not None else _view_node("Yellow")
+            self.show_sagittal_point(point, view)
+        line = self._show_measurement(target["line"], f"{target['where']} {target['finding']}")
+        return {"where": target["where"], "finding": target["finding"], "kind": target["kind"],
+                "view": view.GetLayoutName(), "slice": chosen, "line_ras": line}
+
+    def show_sagittal_point(self, point_lps: Sequence[float], slice_node: Any = None) -> dict:
+        """Turn ``slice_node`` (default: the yellow slice view) to the plane of the analysed
+        sagittal series through ``point_lps``, centred on it, with that series as the
+        view's background and the sagittal segmentation shown.  Returns the view's plane."""
+        volume = self.last_sagittal_node
+        if volume is None or volume.GetScene() is None:
+            raise InputError("the sagittal series of the last analysis was removed from the scene")
+        slice_node = slice_node if slice_node is not None else _view_node("Yellow")
+        plane = _turn_view(slice_node, volume, "Sagittal", lps_to_ras(np.asarray(point_lps, dtype=float).reshape(3)))
+        segmentation = self.sagittal_segmentation_node()
+        if segmentation is not None:
+            _show(segmentation)
+        return plane
+
+    def _show_measurement(self, line_lps: Any, label: str) -> list[list[float]] | None:
+        """The ``CervicalMR measurement`` line holding ``line_lps`` (two LPS points) in RAS,
+        filed with the other outputs; removed when there is no line.  Returns its RAS points."""
+        input_node = self.last_input_node
+        if line_lps is None or len(line_lps) != 2:
+            self.outputs.remove_role(MEASUREMENT_ROLE, input_node)
+            return None
+        points = lps_to_ras(np.asarray(line_lps, dtype=float).reshape(2, 3))
+        name = f"{self.moduleName} measurement"
+        node = self.outputs._claim(MEASUREMENT_ROLE, input_node, "vtkMRMLMarkupsLineNode")
+        if node is None:
+            node = self.outputs.scene.AddNewNodeByClass("vtkMRMLMarkupsLineNode", name)
+        was_modifying = node.StartModify()
+        node.SetName(name)
+        node.RemoveAllControlPoints()
+        node.AddControlPoint(points[0].tolist(), label)
+        node.AddControlPoint(points[1].tolist(), "")
+        node.EndModify(was_modifying)
+        if node.GetDisplayNode() is None:
+            node.CreateDefaultDisplayNodes()
+        _show(node)
+        self.outputs._stamp(node, MEASUREMENT_ROLE, input_node)
+        return points.tolist()
 
     # ---- "Save as training case" ----------------------------------------------------------
 
@@ -580,6 +727,40 @@ class CervicalMRLogic(MSKAIModuleLogic):
     def accept_bundle(path: str | os.PathLike) -> dict[str, Any]:
         """Switch the module to the bundle at ``path`` (:func:`accept_bundle`)."""
         return accept_bundle(path)
+
+
+def _view_node(layout: str) -> Any:
+    """The scene's slice node of a view (``Red``, ``Yellow``, ``Green``)."""
+    node = slicer.mrmlScene.GetNodeByID(f"vtkMRMLSliceNode{layout}")
+    if node is None:
+        raise InputError(f"there is no {layout.lower()} slice view to show the finding in")
+    return node
+
+
+def _turn_view(slice_node: Any, volume: Any, orientation: str, centre_ras: np.ndarray) -> dict:
+    """``slice_node`` in ``volume``'s own plane nearest to Slicer's ``orientation``
+    ("Axial", "Sagittal"), centred on ``centre_ras``, with ``volume`` as the background
+    of that view; returns the plane (``normal``, ``row``, ``centre`` in RAS)."""
+    slice_node.SetOrientation(orientation)  # Slicer's preset first: the screen directions users expect
+    slice_node.RotateToVolumePlane(volume)
+    slice_node.JumpSliceByCentering(*[float(v) for v in centre_ras])
+    layout = slice_node.GetLayoutName()
+    scene = slice_node.GetScene() or slicer.mrmlScene
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        composite = scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
+        if composite.GetLayoutName() == layout:
+            composite.SetBackgroundVolumeID(volume.GetID())
+    matrix = array_from_vtk_matrix(slice_node.GetSliceToRAS())
+    return {"normal": matrix[:3, 2].tolist(), "row": matrix[:3, 0].tolist(), "centre": matrix[:3, 3].tolist()}
+
+
+def _show(node: Any) -> None:
+    """``node`` visible in the slice views (its display node on)."""
+    if node.GetDisplayNode() is None:
+        node.CreateDefaultDisplayNodes()
+    display = node.GetDisplayNode()
+    display.SetVisibility(True)
+    display.SetVisibility2D(True)
 
 
 def _names(labels: Image) -> dict[int, str]:
