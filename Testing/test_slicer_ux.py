@@ -342,7 +342,7 @@ def test_sample_cases_are_the_landed_tasks_demo_cases():
     assert [case.case for case in sample_cases("WristQC")] == ["excellent_ap", "poor_lateral", "ring"]
     assert [case.case for case in sample_cases("SacroiliitisCT")] == ["sacroiliitis", "normal"]
     # Listed, but CervicalMR registers none with Sample Data yet (its phantom is a study of several series).
-    assert [case.case for case in sample_cases("CervicalMR")] == ["parallel", "per_disc"]
+    assert [case.case for case in sample_cases("CervicalMR")] == ["parallel", "per_disc", "normal"]
     names = [case.sample_name for module in MODULES for case in sample_cases(module)]
     assert len(set(names)) == len(names)
     assert sample_cases("WristQC")[0].sample_name == "WristQC excellent ap phantom"
