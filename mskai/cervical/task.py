@@ -135,6 +135,12 @@ class CervicalTask(Task):
 
         return replace(analysis, study=None)
 
+    def batch_plan(self, *, force: bool = False) -> Any:
+        """One row per study, positive findings first: :func:`mskai.cervical.batch.batch_plan`."""
+        from mskai.cervical.batch import batch_plan
+
+        return batch_plan(self, force=force)
+
     # ---- the demo --------------------------------------------------------------------------
 
     def make_demo_case(self, case: Any, folder: Path) -> dict[str, Path]:
