@@ -14,7 +14,9 @@ The runner (input discovery, resume, ``torchrun`` shards, the failure rule) is
   not scored: its ``result.json`` has ``verdict`` "not a wrist" and the reason
   (``not_a_wrist``), its row the status ``not a wrist: <reason>`` (with
   ``--force`` it is scored, with the warning);
-* ``images.csv``: one row per image, :data:`CSV_COLUMNS`; ``device`` is
+* ``images.csv``: one row per image, :data:`CSV_COLUMNS`; ``like_training_data`` is
+  ``no`` when the radiograph is unlike a network's training data (:mod:`mskai.distribution`),
+  ``unknown`` for a bundle without the summary; ``device`` is
   Manufacturer + ManufacturerModelName (+ StationName in brackets),
   ``operator`` OperatorsName (empty when absent), ``month`` YYYY-MM of
   StudyDate; a failed image keeps the facts its header still gives;
@@ -41,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mskai.batch import RESULT_NAME, BatchItem, BatchPlan, item_key
+from mskai.distribution import like_training_data
 from mskai.progress import log
 
 if TYPE_CHECKING:
@@ -49,7 +52,7 @@ if TYPE_CHECKING:
 
 CSV_NAME = "images.csv"
 CSV_COLUMNS = ("path", "sop_instance_uid", "device", "operator", "month", "view", "view_source", "total",
-               "grade", "tags", "marker", "artifact", "layout", "warnings", "status")
+               "grade", "tags", "marker", "artifact", "layout", "like_training_data", "warnings", "status")
 IMAGES_DIR = "images"
 GRADES = ("A", "B", "C", "D")
 IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg")
@@ -126,10 +129,11 @@ def _row(path: Path, facts: dict[str, str], result: dict | None, status: str) ->
         result = None
     if result is None:
         row.update({key: "" for key in ("view", "view_source", "total", "grade", "tags", "marker", "artifact",
-                                        "layout", "warnings")})
+                                        "layout", "like_training_data", "warnings")})
     else:
         row.update(view=result["view"], view_source=result["view_source"], total=result["total"],
-                   grade=result["grade"], warnings=" | ".join(result.get("warnings", [])),
+                   grade=result["grade"], like_training_data=like_training_data(result),
+                   warnings=" | ".join(result.get("warnings", [])),
                    **{name: result["parts"][name]["score"] for name in ("tags", "marker", "artifact", "layout")})
     row["status"] = status
     return row

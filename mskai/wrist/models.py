@@ -24,7 +24,7 @@ from torch import nn
 from mskai.bundles import Bundle, BundleSource, load_bundle, load_weights
 from mskai.errors import InputError, ModelError
 from mskai.wrist.heatmaps import ArtifactCam, decode_heatmaps, grad_cam
-from mskai.wrist.networks import COMPONENTS, KEYPOINT_CHANNELS, build_network
+from mskai.wrist.networks import COMPONENTS, KEYPOINT_CHANNELS, build_network, pooled_features
 from mskai.wrist.preprocessing import InputGeometry, Preprocessing, prepare_input
 from mskai.wrist.scoring import VIEW_KEYPOINTS
 
@@ -174,6 +174,19 @@ class WristModels:
         x, _ = model.tensor(plane)
         p_lat = float(torch.sigmoid(model.logit(x))[0, 0])
         return ("LAT", p_lat) if p_lat >= 0.5 else ("AP", 1.0 - p_lat)
+
+    def distribution_features(self, plane: np.ndarray) -> dict[str, np.ndarray]:
+        """``{component: (1, C) features}`` of one plane for each loaded network: what
+        :mod:`mskai.distribution` compares with the bundle's training data
+        (:func:`mskai.wrist.networks.feature_layer`).  Always from the PyTorch network (an
+        ONNX Runtime twin gives only the outputs): one more small forward pass per network."""
+        features = {}
+        for name in COMPONENTS:
+            model = getattr(self, name)
+            if model is not None:
+                x, _ = model.tensor(plane)
+                features[name] = pooled_features(model.network, x).numpy()
+        return features
 
     def accelerate(self, cache_dir: str | Path | None = None) -> str:
         """Run the loaded networks on ONNX Runtime when they are on the CPU and the

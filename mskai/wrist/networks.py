@@ -213,6 +213,44 @@ class GU2Net(nn.Module):
 ARCHITECTURES = {"MobileNetV2": MobileNetV2, "GU2Net": GU2Net}
 
 
+def feature_layer(network: nn.Module) -> nn.Module:
+    """The layer whose output, averaged over the image, is what :mod:`mskai.distribution`
+    compares with the training data (:func:`pooled_features`).
+
+    MobileNetV2: the last inverted-residual block (``features[-2]``: 112 channels at width
+    0.35, 320 at 1.0), the bottleneck that the 1x1 conv to 1280 channels and the linear
+    layer read; the 1280 pooled features themselves would need a 1280x1280 covariance in the
+    bundle's metadata.  GU2Net: the global branch's parallel dilated blocks (``global_channels``),
+    which see the whole image together with the local heatmaps, at 1/``global_downsample``.
+    """
+    if isinstance(network, MobileNetV2):
+        return network.features[-2]
+    if isinstance(network, GU2Net):
+        return network.global_branch.blocks
+    raise ModelError(f"no feature layer is defined for {type(network).__name__}")
+
+
+def feature_description(network: nn.Module) -> str:
+    """What :func:`pooled_features` are, in words (the bundle's summary records it)."""
+    if isinstance(network, MobileNetV2):
+        return "the last inverted-residual block (features[-2]) averaged over the image"
+    return "the global branch's dilated blocks (global_branch.blocks) averaged over the image"
+
+
+@torch.no_grad()
+def pooled_features(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) inputs -> (B, C) the :func:`feature_layer` output averaged over space
+    (the network runs whole, in eval mode as it is, through a forward hook)."""
+    captured: list[torch.Tensor] = []
+    hook = feature_layer(network).register_forward_hook(
+        lambda module, inputs, output: captured.append(output.float().mean(dim=(2, 3))))
+    try:
+        network(x)
+    finally:
+        hook.remove()
+    return captured[0].cpu()
+
+
 def build_network(architecture: Mapping[str, Any]) -> nn.Module:
     """A network from a bundle's ``architecture`` block ``{"name", "args"}``."""
     name = architecture.get("name")

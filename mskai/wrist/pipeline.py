@@ -42,6 +42,16 @@ positions in LPS millimetres (:func:`mskai.geometry.index_to_lps`; a DX/CR file
 without ImagePositionPatient has origin 0 and identity axes, i.e. millimetres in
 the detector plane).
 
+5. **Training distribution** (:func:`training_distribution`, :mod:`mskai.distribution`):
+   each network's features of the image (:func:`mskai.wrist.networks.feature_layer`: the
+   view and artifact classifiers' last bottleneck block, the keypoint network's global
+   branch, averaged over the image) against the summary its bundle recorded at training.
+   ``training_distribution`` holds one block per network (``components``) and, at the top,
+   the network farthest from its training data relative to its threshold (``component``,
+   its ``distance`` and ``threshold``); ``in_distribution`` is False when any network's
+   distance is above its threshold, None when none is and a bundle has no summary.  Each
+   network out of distribution adds a warning that says which part of the score it decides.
+
 :func:`rescore_layout` recomputes the layout part and everything that depends on
 it after keypoints were corrected (the Slicer module calls it when a point is
 moved); :func:`write_outputs` writes ``result.json``, the overlays and the reports.
@@ -57,6 +67,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from mskai.distribution import NO_SUMMARY_WARNING, assess
 from mskai.errors import InputError
 from mskai.image import Image
 from mskai.results import StageTimer, new_result
@@ -338,6 +349,46 @@ def _keypoints_json(view: str, keypoints: Mapping[str, Any]) -> dict[str, list[f
             for name in VIEW_KEYPOINTS[view]}
 
 
+# --------------------------------------------------------------------------- training distribution
+
+NETWORK_LABELS = {"view": "view classifier", "artifact": "artifact classifier", "keypoints": "keypoint network"}
+DISTRIBUTION_CONSEQUENCES = {
+    "view": "it decides the view when the tags do not say it, and so which keypoints and rules are scored",
+    "artifact": "it decides the artifact part (10 points)",
+    "keypoints": "it places the keypoints: the layout part (36 points) and whether a wrist is found"}
+DISTRIBUTION_METHOD = ("Mahalanobis distance of pooled features (Ledoit-Wolf shrunk covariance), per network "
+                       "(view and artifact classifiers: the last bottleneck block; keypoint network: the global "
+                       "branch; averaged over the image); out when any network is")
+
+
+def training_distribution(models: Any, plane: np.ndarray) -> tuple[dict[str, Any] | None, list[str]]:
+    """``result["training_distribution"]`` and its warnings (module docstring, item 5); None
+    (and no warning) for models that give no features (test doubles)."""
+    features_of = getattr(models, "distribution_features", None)
+    if features_of is None:
+        return None, []
+    components, warnings, unsummarised = {}, [], []
+    for name, features in features_of(plane).items():
+        metadata = getattr(models, name).metadata
+        block, warning = assess(metadata.get("training_distribution"), features, demo=bool(metadata.get("demo")),
+                                what=f"radiograph, as the {NETWORK_LABELS[name]} sees it,")
+        components[name] = block
+        if block["in_distribution"] is None:
+            unsummarised.append(NETWORK_LABELS[name])
+        elif warning:
+            warnings.append(f"{warning}; {DISTRIBUTION_CONSEQUENCES[name]}")
+    if unsummarised:
+        warnings.append(f"{NO_SUMMARY_WARNING} ({', '.join(unsummarised)})")
+    known = {name: block for name, block in components.items() if block["in_distribution"] is not None}
+    out = [name for name, block in known.items() if not block["in_distribution"]]
+    worst = max(known, key=lambda name: known[name]["distance"] / known[name]["threshold"]) if known else None
+    in_distribution = False if out else (None if unsummarised or not known else True)
+    return ({"distance": known[worst]["distance"] if worst else None,
+             "threshold": known[worst]["threshold"] if worst else None,
+             "in_distribution": in_distribution, "method": DISTRIBUTION_METHOD, "unit": "image",
+             "component": worst, "out_of_distribution": out, "components": components}, warnings)
+
+
 # --------------------------------------------------------------------------- the analysis
 
 def _model_block(models: WristModels) -> dict[str, Any]:
@@ -446,6 +497,12 @@ def analyze_radiograph(image: Image, *, models: WristModels | None = None, devic
     report(0.85, "scoring the layout")
     with timer("layout"):
         layout = _layout_part(view, keypoints, (cols, rows), spacing)
+
+    with timer("training_distribution"):
+        distribution, far = training_distribution(models, plane)
+    if distribution is not None:
+        result["training_distribution"] = distribution
+        result["warnings"].extend(far)
 
     result.update(view=view, view_source=view_source, view_tag=view_tag,
                   view_confidence=None if view_confidence is None else round(float(view_confidence), 4),

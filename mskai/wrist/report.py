@@ -11,6 +11,8 @@ item with its points, measured value and reason, the lost points and the grade.
   their side edges (AP5); LAT: the rays P1->P2 and P1->P4 of the angle α, the
   long axis from the P3/P5 midpoint to P1 and the vertical axis through P1; both:
   the image centre lines that Δ1/Δ2 (AP4, LAT3) are measured against.
+* :func:`distribution_line`: whether the radiograph looks like the models' training
+  data (``training_distribution``), one line in both reports.
 * :func:`write_reports`: ``overlay.png``, ``artifact_heatmap.png`` (when there is
   a heatmap), ``report.html`` (self-contained: the images are embedded as base64
   PNG) and ``report.pdf`` (the annotated image and the heatmap, rendered once for
@@ -36,6 +38,7 @@ from matplotlib.figure import Figure
 from mskai import reports
 from mskai.reports import TextMeasure, data_uri, escape, figure_rgb, html_table, png_bytes
 from mskai.results import window_to_uint8
+from mskai.wrist.pipeline import NETWORK_LABELS
 
 DISPLAY_LONG_SIDE = 1000
 """The image is shown with at most this many pixels on its long side (the drawing
@@ -262,6 +265,26 @@ def render_rgb(plane: np.ndarray, result: Mapping[str, Any], heatmap: np.ndarray
     return figure_rgb(_image_figure(plane, result, heatmap))
 
 
+# --------------------------------------------------------------------------- training data
+
+def distribution_line(result: Mapping[str, Any]) -> str | None:
+    """One line for the reports: whether the radiograph looks like the models' training data,
+    with each network's distance and threshold; None when the result has no check."""
+    block = result.get("training_distribution")
+    if not block:
+        return None
+    figures = "; ".join(
+        f"{NETWORK_LABELS.get(name, name)} {part['distance']:.1f} / {part['threshold']:.1f}"
+        if part.get("distance") is not None else f"{NETWORK_LABELS.get(name, name)} no summary"
+        for name, part in (block.get("components") or {}).items())
+    verdict = {True: "looks like the models' training data",
+               False: "is UNLIKE the training data of the " + ", ".join(
+                   NETWORK_LABELS.get(n, n) for n in block.get("out_of_distribution", []))
+               + ": the score is not reliable on it",
+               None: "unknown: a bundle has no summary of its training data"}[block.get("in_distribution")]
+    return f"Training data: the radiograph {verdict} (distance / threshold: {figures})"
+
+
 # --------------------------------------------------------------------------- HTML
 
 _cell = escape
@@ -284,6 +307,10 @@ def html_report(result: Mapping[str, Any], overlay_png: bytes, heatmap_png: byte
     warnings = "".join(f"<li>{_cell(w)}</li>" for w in result.get("warnings", [])) or "<li>none</li>"
     model = result.get("model") or {}
     disclaimer = f"<p class=warn>{_cell(model['disclaimer'])}</p>" if model.get("disclaimer") else ""
+    distribution = distribution_line(result)
+    if distribution:
+        unlike = (result.get("training_distribution") or {}).get("in_distribution") is False
+        disclaimer += f"<p{' class=warn' if unlike else ''}>{_cell(distribution)}</p>"
     source = result.get("input") or {}
     view_text = f"{result['view']} (from {result['view_source']}"
     view_text += f" {result['view_tag']})" if result.get("view_tag") else (
@@ -347,7 +374,8 @@ def table_pages(result: Mapping[str, Any]) -> list[Figure]:
     return reports.table_pages(
         item_rows(result), TABLE_COLUMNS, title=f"WristQC {result['verdict']}: every item", cell_text=_cell_text,
         shade=lambda row: "#fff3e0" if row["points"] < row["max"] else None,
-        sections=[("Lost points", lost or ["none: full marks"]), ("Warnings", list(result.get("warnings") or []))])
+        sections=[("Lost points", lost or ["none: full marks"]), ("Warnings", list(result.get("warnings") or [])),
+                  *([("Training data", [distribution_line(result)])] if distribution_line(result) else [])])
 
 
 def pdf_report(result: Mapping[str, Any], images: Sequence[tuple[np.ndarray, str]], path: str | Path) -> Path:

@@ -18,8 +18,16 @@ For each component asked for (``artifact``, ``keypoints``, ``view``; recipe:
    peaks of present keypoints from those of keypoints outside the image
    (:data:`~mskai.wrist.recipes.KEYPOINT_CONFIDENCE_DEFAULT` when the
    validation set has no absent keypoint);
-4. a bundle ``output_dir/bundles/wrist-<component>-<tag>/`` with full metadata
+4. the summary of the training images in the space the network sees them
+   (:func:`distribution_summary`: the features of
+   :func:`mskai.wrist.networks.feature_layer`, their mean and shrunk covariance, the
+   threshold from the validation images; :mod:`mskai.distribution`), which analyses
+   compare each radiograph with;
+5. a bundle ``output_dir/bundles/wrist-<component>-<tag>/`` with full metadata
    (:func:`mskai.bundles.create_bundle`).
+
+:func:`add_distribution_summary` adds step 4 to a bundle made before it existed
+(the same weights).
 
 Losses: BCE on the classifier logit (artifact: 1 = foreign object; view: 1 =
 LAT); for GU2Net, BCE between the heatmaps and Gaussian targets over the
@@ -118,6 +126,60 @@ def forward_cached(network: nn.Module, cases: Sequence[CachedCase], device: torc
         chunks.append(out.float().cpu().numpy())
     network.train(was_training)
     return np.concatenate(chunks)
+
+
+@torch.no_grad()
+def cached_features(network: nn.Module, cases: Sequence[CachedCase], device: torch.device | str = "cpu",
+                    batch_size: int = 16) -> np.ndarray:
+    """(N, C) the :func:`mskai.wrist.networks.pooled_features` of cached inputs, in eval mode."""
+    from mskai.wrist.networks import pooled_features
+
+    was_training = network.training
+    network.eval()
+    rows = [pooled_features(network, torch.stack([torch.from_numpy(c.image.astype(np.float32))[None]
+                                                  for c in cases[start:start + batch_size]]).to(device)).numpy()
+            for start in range(0, len(cases), batch_size)]
+    network.train(was_training)
+    return np.concatenate(rows)
+
+
+def distribution_summary(network: nn.Module, train_cases: Sequence[CachedCase], val_cases: Sequence[CachedCase],
+                         device: torch.device | str = "cpu", seed: int = 0) -> dict[str, Any]:
+    """The bundle's ``training_distribution`` (:func:`mskai.distribution.fit_summary`): the
+    training images' features, the threshold from the validation images'."""
+    from mskai.distribution import METHOD, fit_summary
+    from mskai.wrist.networks import feature_description
+
+    summary = fit_summary(cached_features(network, train_cases, device), cached_features(network, val_cases, device),
+                          unit="image", seed=seed)
+    summary["method"] = METHOD.replace("the penultimate features", "pooled features")
+    return {"features": feature_description(network), **summary}
+
+
+def add_distribution_summary(bundle_dir: str | os.PathLike, data: str | os.PathLike,
+                             cache_root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Add the training-distribution summary to a WristQC bundle made before it existed: the
+    same weights (their sha256 unchanged), the features of the dataset's train and validation
+    rows labelled for the bundle's component (preprocessed as the bundle says), written into
+    its ``metadata.json``."""
+    from mskai.bundles import load_bundle
+    from mskai.distribution import store_summary
+    from mskai.wrist.models import load_component
+    from mskai.wrist.preprocessing import Preprocessing
+
+    bundle = load_bundle(Path(bundle_dir))
+    component = bundle.metadata.get("component")
+    model = load_component(bundle, component, torch.device("cpu"))
+    dataset = read_dataset(data)
+    preprocessing = Preprocessing.from_dict(bundle.metadata.get("preprocessing", {}))
+    splits = {split: [r for r in dataset.split(split) if _has_label(r, component)] for split in ("train", "val")}
+    cached = prepare_cases(splits["train"] + splits["val"], [preprocessing], cache_root=cache_root,
+                           desc=f"preparing the {component} images")[preprocessing]
+    n_train = len(splits["train"])
+    summary = distribution_summary(model.network, cached[:n_train], cached[n_train:])
+    store_summary(bundle_dir, summary)
+    log(f"{bundle_dir}: training distribution of {summary['n_train']} images, threshold {summary['threshold']}")
+    return summary
 
 
 def keypoint_predictions(network: nn.Module, cases: Sequence[CachedCase], device: torch.device
@@ -243,13 +305,14 @@ def train_wrist(data: str | os.PathLike, recipe: str | os.PathLike | Mapping[str
         network, trainer = _fit(name, part, recipe, cases, output / name, device, resume)
         model_device = next(network.parameters()).device
         metrics, thresholds = _validation_metrics(name, part, network, cases["val"], model_device)
+        summary = distribution_summary(network, cases["train"], cases["val"], model_device, seed=recipe.seed)
         result["metrics"][name] = metrics
         result["epochs"][name] = len(trainer.rows)
         result["seconds"][name] = round(time.perf_counter() - component_started, 1)
         bundle_dir = output / BUNDLES_FOLDER / f"wrist-{name}-{recipe.bundle_tag}"
         if context.is_main:
             _write_bundle(bundle_dir, name, part, recipe, network, thresholds, metrics, trainer,
-                          dataset, cases)
+                          dataset, cases, summary)
             log(f"{name} bundle written to {bundle_dir}")
         result["bundles"][name] = str(bundle_dir)
         barrier()
@@ -340,7 +403,8 @@ def _validation_metrics(name: str, part: ComponentRecipe, network: nn.Module, ca
 
 def _write_bundle(folder: Path, name: str, part: ComponentRecipe, recipe: WristRecipe, network: nn.Module,
                   thresholds: dict[str, float], metrics: dict[str, Any], trainer: Trainer,
-                  dataset: WristDataset, cases: dict[str, list[CachedCase]]) -> None:
+                  dataset: WristDataset, cases: dict[str, list[CachedCase]],
+                  training_distribution: dict[str, Any]) -> None:
     from mskai.bundles import create_bundle
 
     size = list(part.preprocessing_params().input_size)
@@ -371,6 +435,7 @@ def _write_bundle(folder: Path, name: str, part: ComponentRecipe, recipe: WristR
                      "epoch_seconds": round(sum(row.get("seconds", 0.0) for row in trainer.rows), 1),
                      "kept": "lowest validation loss"},
         "intended_use": _intended_use(name, recipe),
+        "training_distribution": training_distribution,
     }
     if name == "keypoints":
         metadata["keypoint_names"] = {view: list(names) for view, names in VIEW_KEYPOINTS.items()}
