@@ -348,6 +348,9 @@ def test_tiny_training_writes_bundles_that_load_and_evaluate(tmp_path):
     assert metadata["keypoint_names"]["LAT"] == ["P1", "P2", "P3", "P4", "P5"]
     assert 0 < metadata["thresholds"]["keypoint_confidence"] < 1
     assert metadata["preprocessing"]["input_size"] == [32, 64]
+    summary = metadata["training_distribution"]  # the training images' features, threshold from validation
+    assert (summary["dimension"], summary["n_train"], summary["n_held_out"]) == (32, 4, 2)
+    assert len(summary["precision"]) == 32 and summary["threshold"] > 0
 
     models = load_wrist_folder(tmp_path / "train" / "bundles", device="cpu")
     plane = np.random.default_rng(1).random((90, 60)).astype(np.float32) * 4000
