@@ -153,7 +153,7 @@ def test_worklist_row_names_the_level_else_the_position():
               "evidence": [{"position_mm": [1.0, 2.0, 3.0], "level": "L1"}]}
     assert batch.worklist_row(study, result) == {
         "study_uid": "1.2.840.7", "patient_id": "P7", "path": "/data/study-7", "probability": "0.8765",
-        "verdict": "fracture", "suspected_level": "L1",
+        "verdict": "fracture", "suspected_level": "L1", "like_training_data": "unknown",
         "warnings": "slice spacing is not uniform | gantry tilt", "status": "ok"}
     unnamed = {**result, "suspected_level": None, "evidence": [{"position_mm": [1.04, -2.06, 3.0], "level": None}]}
     assert batch.worklist_row(study, unnamed)["suspected_level"] == "(1.0, -2.1, 3.0) mm LPS"

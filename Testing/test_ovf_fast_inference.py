@@ -29,13 +29,15 @@ def test_ort_twin_gives_pytorchs_outputs_and_is_cached(tmp_path):
     model = tiny_model()
     fast, difference = fast_inference.ort_extractor(model.extractor, 64, cache_dir=tmp_path)
     assert difference <= fast_inference.TOLERANCE
+    assert not model.extractor.training  # left in the mode it was in
     x = torch.randn(5, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
-        logits, features = model.extractor(x)
-    fast_logits, fast_features = fast(x)
-    assert fast_logits.shape == (5,) and fast_features.shape == (5, 32)
+        logits, features, statistics = model.extractor.forward_all(x)
+    fast_logits, fast_features, fast_statistics = fast(x)
+    assert fast_logits.shape == (5,) and fast_features.shape == (5, 32) and fast_statistics.shape == (5, 8 + 16)
     torch.testing.assert_close(fast_logits, logits, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(fast_features, features, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(fast_statistics, statistics, atol=1e-4, rtol=1e-4)
     cached = list(tmp_path.glob("ovf-extractor-*-3x64x64.onnx"))
     assert len(cached) == 1
     stamp = cached[0].stat().st_mtime_ns

@@ -228,6 +228,10 @@ def test_training_reads_each_case_once_and_writes_a_valid_bundle(trained, data):
     assert training["recipe"]["extractor"]["epochs"] == 2
     assert set(metadata["metrics"]["aggregators"]) == {"lstm", "max", "mean", "vote"}
     assert metadata["intended_use"]
+    # The summary of the training slices that analyses are compared with (issue 14).
+    distribution = metadata["training_distribution"]
+    assert distribution["unit"] == "slice" and distribution["dimension"] == 4 + 8 and distribution["threshold"] > 0
+    assert distribution["n_train"] == training["n_train_slices"] and distribution["n_held_out"] == training["n_val_slices"]
     # Stage logs: one CSV row per epoch of each stage.
     output = trained["output"]
     for stage, epochs in (("extractor", 2), ("aggregator", 2), ("final", 1)):

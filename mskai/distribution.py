@@ -9,6 +9,10 @@ input is unlike what the model was trained on, and the verdict should not be
 trusted on it — a phantom-trained demonstration model meets exactly this on real
 scans, and a hospital's model on another scanner's images.
 
+A task may summarise other features of the same forward pass where the penultimate
+ones are blind to the difference (SpineOVF: the spatial means of its backbone's first
+two stages, :mod:`mskai.ovf.model`); the summary's ``method`` says which.
+
 :func:`fit_summary` (training), :func:`assess` (analysis: the ``training_distribution``
 block of ``result.json`` and the warning), :data:`NO_SUMMARY_WARNING` for bundles made
 before the summary existed (``in_distribution`` is then ``None``).
@@ -45,17 +49,18 @@ def _distances(features: np.ndarray, mean: np.ndarray, precision: np.ndarray) ->
 
 
 def fit_summary(train: np.ndarray, held_out: np.ndarray, *, unit: str, max_train: int = 4000,
-                seed: int = 0) -> dict[str, Any]:
+                seed: int = 0, method: str = METHOD) -> dict[str, Any]:
     """The bundle's ``training_distribution``: mean, precision (inverse shrunk
     covariance) and the threshold (the :data:`QUANTILE` of the held-out distances);
-    ``unit`` says what one feature row is (``"crop"``, ``"slice"``, ``"image"``)."""
+    ``unit`` says what one feature row is (``"crop"``, ``"slice"``, ``"image"``);
+    ``method`` names the features when a task uses others than the penultimate ones."""
     train = np.asarray(train, dtype=np.float64)
     if len(train) > max_train:
         train = train[np.random.default_rng(seed).choice(len(train), max_train, replace=False)]
     mean, covariance = _ledoit_wolf(train)
     precision = np.linalg.pinv(covariance)
     held = _distances(held_out, mean, precision)
-    return {"method": METHOD, "unit": unit, "dimension": int(train.shape[1]), "n_train": int(len(train)),
+    return {"method": method, "unit": unit, "dimension": int(train.shape[1]), "n_train": int(len(train)),
             "n_held_out": int(len(held)), "quantile": QUANTILE,
             "threshold": round(float(np.quantile(held, QUANTILE)), 4),
             "held_out_median": round(float(np.median(held)), 4),

@@ -22,7 +22,9 @@ The runner (input discovery, resume, ``torchrun`` shards, the failure rule) is
   no suspected level.
 * Output: ``studies/<key>/`` (``result.json``, heatmap and overlay PNGs) and
   ``worklist.csv`` (:data:`WORKLIST_COLUMNS`), highest probability first,
-  failed studies last.
+  failed studies last; ``like_training_data`` is ``no`` when the CT is unlike
+  the model's training data (:mod:`mskai.distribution`), ``unknown`` for a
+  bundle without the summary.
 """
 from __future__ import annotations
 
@@ -30,11 +32,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mskai.batch import BatchItem, BatchPlan, CTStudies, find_items
+from mskai.distribution import like_training_data
 from mskai.errors import InputError
 
 WORKLIST_NAME = "worklist.csv"
 WORKLIST_COLUMNS = ("study_uid", "patient_id", "path", "probability", "verdict", "suspected_level",
-                    "warnings", "status")
+                    "like_training_data", "warnings", "status")
 STUDIES_DIR = "studies"
 LABELLING_WORD = "vertebrae"
 STUDIES = CTStudies(LABELLING_WORD)
@@ -66,6 +69,7 @@ def worklist_row(study: BatchItem, result: dict) -> dict[str, str]:
             "probability": "" if probability is None else f"{float(probability):.4f}",
             "verdict": str(result.get("verdict", "")),
             "suspected_level": _suspected_level(result),
+            "like_training_data": like_training_data(result),
             "warnings": " | ".join(str(w) for w in result.get("warnings") or []),
             "status": "ok"}
 
@@ -73,7 +77,7 @@ def worklist_row(study: BatchItem, result: dict) -> dict[str, str]:
 def failed_row(study: BatchItem, reason: str) -> dict[str, str]:
     """The worklist row of a study that failed."""
     return {"study_uid": "", "patient_id": "", "path": str(study.path), "probability": "", "verdict": "",
-            "suspected_level": "", "warnings": "", "status": f"failed: {reason}"}
+            "suspected_level": "", "like_training_data": "", "warnings": "", "status": f"failed: {reason}"}
 
 
 def _sort_key(row: dict[str, str]) -> tuple:

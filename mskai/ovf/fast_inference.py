@@ -9,8 +9,9 @@ PyTorch's eager convolutions (``benchmarks/ovf_latency.py`` measures both).
 running statistics) an ONNX Runtime twin through the shared machinery of
 :mod:`mskai.fast_inference` (export cached per weights, checked against
 PyTorch on a fixed probe batch) and sets ``model.fast_extract``, a callable
-with the extractor's signature ``x (N, C, H, W) -> (logits (N,), features (N,
-F))`` that inference code uses in place of ``model.extractor``.  Training
+with the signature of the extractor's ``forward_all``: ``x (N, C, H, W) -> (logits
+(N,), features (N, F), statistics (N, D))``, that inference code uses in place of
+``model.extractor``.  Training
 never uses it.  Without the optional packages, or when the check fails,
 nothing changes and the PyTorch extractor is used; :func:`accelerate` says why.
 """
@@ -37,12 +38,18 @@ def probe_batch(image_size: int, channels: int = 3) -> torch.Tensor:
 
 def ort_extractor(extractor: torch.nn.Module, image_size: int, channels: int = 3,
                   cache_dir: str | Path | None = None, threads: int | None = None) -> tuple[OrtModule, float]:
-    """The ONNX Runtime twin of ``extractor`` (dynamic batch axis) and its measured
-    difference on the probe batch; cached as ``ovf-extractor-<key>-<C>x<S>x<S>.onnx``.
+    """The ONNX Runtime twin of ``extractor.forward_all`` (logits, features and the image
+    statistics of the training-distribution check in one pass; dynamic batch axis) and its
+    measured difference on the probe batch; cached as ``ovf-extractor-<key>-<C>x<S>x<S>.onnx``.
     Raises RuntimeError when the difference exceeds :data:`TOLERANCE`."""
-    return ort_twin(extractor, (probe_batch(image_size, channels),), "ovf-extractor",
-                    input_names=("x",), output_names=("logits", "features"),
-                    dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}, "features": {0: "n"}},
+    from mskai.ovf.model import ExtractorWithStatistics
+
+    # The wrapper in the extractor's mode: ort_twin restores the mode it finds, for both.
+    wrapper = ExtractorWithStatistics(extractor).train(extractor.training)
+    return ort_twin(wrapper, (probe_batch(image_size, channels),), "ovf-extractor",
+                    input_names=("x",), output_names=("logits", "features", "statistics"),
+                    dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}, "features": {0: "n"},
+                                  "statistics": {0: "n"}},
                     cache_dir=cache_dir, threads=threads)
 
 

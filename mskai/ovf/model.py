@@ -56,6 +56,12 @@ PAPER_ARCHITECTURE: dict[str, Any] = {
     "in_channels": 3,
 }
 """``build_model`` arguments of the paper-size model (about 21.3 M parameters)."""
+STATISTICS_STAGES = ("layer1", "layer2")
+"""Backbone stages whose spatially averaged activations describe a slice's appearance
+for the training-distribution check.  The early stages keep what an image looks like
+(intensity scale, noise, resolution, field of view): on the demo model they separate a
+real CT, MR and other body parts from fresh phantoms, which the penultimate features
+(trained to ignore everything but the fracture) do not (README, SpineOVF)."""
 
 
 class SliceExtractor(nn.Module):
@@ -85,6 +91,35 @@ class SliceExtractor(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.relu(self.bn(self.fc1(self.backbone(x))))
         return self.fc2(features).squeeze(-1), features
+
+    def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`forward` plus the slices' image statistics in the same pass:
+        ``(logits (N,), features (N, F), statistics (N, D))``, ``statistics`` the spatial
+        means of the backbone stages in :data:`STATISTICS_STAGES` (D = their widths, 48 in
+        the demo model, 192 at paper size): what :mod:`mskai.distribution` compares with the
+        training slices (see :func:`mskai.ovf.training.distribution_summary`)."""
+        body = self.backbone
+        y = body.act(body.bn1(body.conv1(x)))
+        if not body.no_max_pool:
+            y = body.maxpool(y)
+        pooled = []
+        for name in ("layer1", "layer2", "layer3", "layer4"):
+            y = getattr(body, name)(y)
+            if name in STATISTICS_STAGES:
+                pooled.append(y.mean(dim=(2, 3)))
+        features = self.relu(self.bn(self.fc1(body.avgpool(y).flatten(1))))
+        return self.fc2(features).squeeze(-1), features, torch.cat(pooled, dim=1)
+
+
+class ExtractorWithStatistics(nn.Module):
+    """``forward`` = :meth:`SliceExtractor.forward_all` (the module the ONNX twin exports)."""
+
+    def __init__(self, extractor: SliceExtractor):
+        super().__init__()
+        self.extractor = extractor
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.extractor.forward_all(x)
 
 
 def _length_mask(slice_probs: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
@@ -183,7 +218,8 @@ class OVFModel(nn.Module):
         self.register_buffer("mean_image", torch.zeros(image_size, image_size))
         # Optional inference twin of ``extractor`` (same call signature, CPU tensors out), set by
         # mskai.ovf.fast_inference.accelerate; None: the PyTorch module.  Never used in training.
-        self.fast_extract: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+        # Returns ``forward_all``'s three outputs.
+        self.fast_extract: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None = None
 
     def forward(self, slices: torch.Tensor, aggregator: str = DEFAULT_AGGREGATOR) -> torch.Tensor:
         """Scan probability ``(1,)`` of one scan's slices ``(S, C, H, W)`` in slice order."""
@@ -193,14 +229,16 @@ class OVFModel(nn.Module):
     @torch.no_grad()
     def predict_scan(self, slices: torch.Tensor, chunk: int = 64) -> dict[str, Any]:
         """Everything about one scan: ``slice_logits (S,)``, ``slice_probs (S,)``,
-        ``features (S, F)`` and ``scan_probs`` {aggregator: float}.  Call in eval mode."""
-        extract = self.fast_extract if self.fast_extract is not None and not self.training else self.extractor
+        ``features (S, F)``, ``statistics (S, D)`` (:meth:`SliceExtractor.forward_all`) and
+        ``scan_probs`` {aggregator: float}.  Call in eval mode."""
+        fast = self.fast_extract is not None and not self.training
+        extract = self.fast_extract if fast else self.extractor.forward_all
         parts = [extract(slices[start:start + chunk]) for start in range(0, len(slices), chunk)]
-        logits = torch.cat([p[0] for p in parts]).to(slices.device)
-        features = torch.cat([p[1] for p in parts]).to(slices.device)
+        logits, features, statistics = (torch.cat([p[k] for p in parts]).to(slices.device) for k in range(3))
         probs = torch.sigmoid(logits)
         scan = {name: float(agg(features[None], probs[None])[0]) for name, agg in self.aggregators.items()}
-        return {"slice_logits": logits, "slice_probs": probs, "features": features, "scan_probs": scan}
+        return {"slice_logits": logits, "slice_probs": probs, "features": features, "statistics": statistics,
+                "scan_probs": scan}
 
 
 def build_model(architecture: Mapping[str, Any] | None = None) -> OVFModel:

@@ -18,6 +18,12 @@ Input checks (SPEC §5), each a one-line :class:`mskai.InputError`:
   (:func:`mskai.ct.finite_image`);
 * non-uniform slice spacing, gantry tilt and missing spacing are corrected or
   reported by :mod:`mskai.io`, whose warnings the result carries.
+
+Training distribution (:mod:`mskai.distribution`): the slices' image statistics (the
+means of the backbone's first two stages, computed in the classifying pass) are compared
+with the bundle's summary of its training slices; the result carries
+``training_distribution`` (median slice distance, threshold, ``in_distribution``,
+``fraction_out`` of the slices) and, when the CT is unlike them, a warning.
 """
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ import torch
 from mskai.bundles import Bundle
 from mskai.ct import check_coverage, check_ct, finite_image
 from mskai.device import describe_device, resolve_device
+from mskai.distribution import assess
 from mskai.errors import InputError
 from mskai.geometry import index_to_lps, lps_to_index
 from mskai.image import Image
@@ -215,6 +222,12 @@ def analyze_image(image: Image, *, model: Bundle | str | Path | tuple[OVFModel, 
         "inference": metadata.get("inference", "PyTorch"),
         "suspected_level": None,
     })
+    distribution, far = assess(metadata.get("training_distribution"),
+                               prediction["statistics"].float().cpu().numpy(),
+                               demo=bool(metadata.get("demo")), what="CT")
+    result["training_distribution"] = distribution
+    if far:
+        result["warnings"].append(far)
     analysis = OVFAnalysis(result, None, selection, tensor, slice_probs, None, None, image, network,
                            metadata)
 

@@ -106,7 +106,9 @@ class OVFTask(Task):
         write_outputs(analysis, output_dir)
 
     def verdict_line(self, result: dict) -> str:
-        return f"{result['verdict']} (p = {result['probability']:.3f})"
+        from mskai.distribution import short_note
+
+        return f"{result['verdict']} (p = {result['probability']:.3f}){short_note(result)}"
 
     def portable(self, analysis: OVFAnalysis) -> OVFAnalysis:
         """The result, heatmap and slice probabilities; the model, the CT, the slab and
@@ -167,7 +169,10 @@ class OVFTask(Task):
                  "correct": result["verdict"] == truth["verdict"]}
         level = f", suspected level {result.get('suspected_level')}" if result.get("suspected_level") else ""
         truth_text = truth["verdict"] + (f" at {', '.join(truth_levels)}" if truth_levels else "")
-        return entry, f"truth {truth_text}; verdict {result['verdict']} (p = {result['probability']:.3f}{level})"
+        from mskai.distribution import short_note
+
+        return entry, (f"truth {truth_text}; verdict {result['verdict']} (p = {result['probability']:.3f}{level})"
+                       f"{short_note(result)}")
 
     # ---- batch -------------------------------------------------------------------------------
 

@@ -15,7 +15,9 @@ checkpoints, CSV logs, ``--resume`` and ``torchrun`` (DistributedDataParallel) c
    50 epochs), every trainable parameter at that rate.
 
 The bundle is written to ``output_dir/bundle`` (:func:`mskai.ovf.model.save_ovf_bundle`),
-with the training set's per-pixel mean image as the ``mean_image`` buffer of the weights.
+with the training set's per-pixel mean image as the ``mean_image`` buffer of the weights and
+the summary of the training slices that analyses are compared with (``training_distribution``,
+:func:`distribution_summary`; :func:`add_distribution_summary` adds it to an older bundle).
 
 The extractor FC layers train in stage 2 as their own optimizer parameter group at
 ``recipe.fc_lr`` (:class:`mskai.train.Trainer`'s ``parameter_groups``); a schedule scales
@@ -31,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -230,6 +233,8 @@ def train_ovf(data: str | os.PathLike, recipe: str | os.PathLike | Mapping[str, 
                            "train_loss": trainer.rows[-1]["train_loss"] if trainer.rows else None}
 
     bundle_dir = output / BUNDLE_FOLDER
+    distribution = (distribution_summary(model, train_cases, val_cases, channels, next(model.parameters()).device,
+                                         seed=recipe.seed) if context.is_main else None)
     summary_metrics = {name: {key: _plain(values[key]) for key in
                               ("accuracy", "sensitivity", "specificity", "ppv", "f1", "auc")}
                        for name, values in metrics.items()}
@@ -245,11 +250,70 @@ def train_ovf(data: str | os.PathLike, recipe: str | os.PathLike | Mapping[str, 
                      "n_cases": len(val_cases), "aggregators": summary_metrics},
             intended_use=_intended_use(recipe),
             training={"stages": stages, "seconds": round(time.perf_counter() - started, 1)},
+            training_distribution=distribution,
         )
         log(f"bundle written to {bundle_dir}")
     barrier()
     return {"bundle": str(bundle_dir), "metrics": summary_metrics, "stages": stages,
             "n_cases": dataset.counts(), "seconds": round(time.perf_counter() - started, 1)}
+
+
+# --------------------------------------------------------------------------- training distribution
+
+DISTRIBUTION_METHOD = ("Mahalanobis distance of the slice's mean activations after the backbone's first two "
+                       "stages (Ledoit-Wolf shrunk covariance)")
+
+
+def slice_statistics(model: nn.Module, cases: Sequence[CachedCase], channels: int = 3,
+                     device: torch.device | str = "cpu", chunk: int = 64) -> np.ndarray:
+    """The image statistics (:meth:`mskai.ovf.model.SliceExtractor.forward_all`) of every
+    slice of ``cases``, each slice minus the model's mean image as at analysis, ``(N, D)``."""
+    mean = model.mean_image.detach().float().cpu()
+    was = model.training
+    model.eval()
+    rows = []
+    try:
+        with torch.inference_mode():
+            for case in cases:
+                grey = torch.from_numpy(np.asarray(case.load(), dtype=np.float32))[:, None] - mean
+                slices = grey.expand(-1, channels, -1, -1).contiguous()
+                for start in range(0, len(slices), chunk):
+                    rows.append(model.extractor.forward_all(slices[start:start + chunk].to(device))[2]
+                                .float().cpu().numpy())
+    finally:
+        model.train(was)
+    return np.concatenate(rows) if rows else np.zeros((0, 0))
+
+
+def distribution_summary(model: nn.Module, train_cases: Sequence[CachedCase], val_cases: Sequence[CachedCase],
+                         channels: int = 3, device: torch.device | str = "cpu", seed: int = 0) -> dict[str, Any]:
+    """The bundle's ``training_distribution`` (:func:`mskai.distribution.fit_summary`): the
+    image statistics of the training slices, the threshold from the validation slices."""
+    from mskai.distribution import fit_summary
+
+    return fit_summary(slice_statistics(model, train_cases, channels, device),
+                       slice_statistics(model, val_cases, channels, device), unit="slice", seed=seed,
+                       method=DISTRIBUTION_METHOD)
+
+
+def add_distribution_summary(bundle_dir: str | os.PathLike, data: str | os.PathLike) -> dict[str, Any]:
+    """Add the training-distribution summary to an existing bundle made before it existed:
+    the same weights (their sha256 unchanged), the statistics of the dataset's train and val
+    slices (preprocessed as the bundle says), written into its ``metadata.json``."""
+    from mskai.distribution import store_summary
+    from mskai.ovf.dataset import PreprocessingParams
+    from mskai.ovf.model import load_ovf_bundle
+
+    model, metadata = load_ovf_bundle(str(bundle_dir), device="cpu", accelerate=False)
+    dataset = read_dataset(data)
+    params = PreprocessingParams.from_dict(metadata["preprocessing"])
+    train_cases = prepare_cases(dataset.split("train"), params, desc="preprocessing train")
+    val_cases = prepare_cases(dataset.split("val"), params, desc="preprocessing val")
+    summary = distribution_summary(model, train_cases, val_cases, params.channels,
+                                   seed=int((metadata.get("training_data") or {}).get("seed", 0)))
+    store_summary(bundle_dir, summary)
+    log(f"{bundle_dir}: training distribution of {summary['n_train']} slices, threshold {summary['threshold']}")
+    return summary
 
 
 def _stage_summary(trainer: Trainer, stage_dir: Path, module: nn.Module) -> dict[str, Any]:
