@@ -73,6 +73,10 @@ new models only when you accept them.</p>
 <p>Method: Zhu Yifeng, Li Yushi, Sun Zhaonan et al., <i>A preliminary study on establishing
 MRI diagnosis model of cervical spondylosis based on deep learning</i>, Radiologic Practice
 2024;39(6):779-787 (in Chinese), DOI 10.13609/j.cnki.1000-0313.2024.06.011.</p>
+<p><b>Training data</b>: right under the verdict the panel says whether the input looks like the
+data the model was trained on (red: it does not, and the verdict is not reliable on it; grey: the
+bundle records no summary to compare with), with a demonstration model's disclaimer; the result
+table gives the distance and threshold, per network where there are several.</p>
 <p>Demonstration models are trained on synthetic data and are not for clinical use.</p>
 """)
         self.parent.acknowledgementText = _("""

@@ -85,6 +85,10 @@ downloaded).</p>
 after each stage and a residual feature pyramid, with a grade head and a lesion head), from Zhang
 Lei, <i>A CT Image Recognition Method for Sacroiliitis Based on Deep Learning</i> (in Chinese),
 DOI 10.61369/MRP.2025100011.</p>
+<p><b>Training data</b>: right under the verdict the panel says whether the input looks like the
+data the model was trained on (red: it does not, and the verdict is not reliable on it; grey: the
+bundle records no summary to compare with), with a demonstration model's disclaimer; the result
+table gives the distance and threshold, per network where there are several.</p>
 <p>Demonstration models are trained on synthetic data and are not for clinical use.</p>
 """)
         self.parent.acknowledgementText = _("""

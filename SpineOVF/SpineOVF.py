@@ -70,6 +70,10 @@ phantom spine CT with its vertebra segmentation, generated on this computer on f
 <p>Method: Mao Xiaohui, <i>Automatic Detection Method for Osteoporosis Based on Deep Neural
 Networks</i>, Computer Science and Application 2025;15(10):240-250 (in Chinese),
 DOI 10.12677/csa.2025.1510264.</p>
+<p><b>Training data</b>: right under the verdict the panel says whether the input looks like the
+data the model was trained on (red: it does not, and the verdict is not reliable on it; grey: the
+bundle records no summary to compare with), with a demonstration model's disclaimer; the result
+table gives the distance and threshold, per network where there are several.</p>
 <p>Demonstration models are trained on synthetic data and are not for clinical use.</p>
 """).format(tolerance=SAGITTAL_TOLERANCE_DEGREES)
         self.parent.acknowledgementText = _("""

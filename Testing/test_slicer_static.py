@@ -51,6 +51,7 @@ PANEL_WIDGETS = {
     "progressBar": "QProgressBar",
     "logTextEdit": "QPlainTextEdit",
     "verdictLabel": "QLabel",
+    "trainingDataLabel": "QLabel",  # right under the verdict: like the training data? demo disclaimer
     "scoreLabel": "QLabel",
     "resultTableView": "qMRMLTableView",
     "saveResultButton": "QPushButton",
@@ -469,6 +470,22 @@ def test_ui_has_the_panel(module):
               for widget in ui_tree(module).iter("widget") if widget.get("class") == "ctkCollapsibleButton"}
     assert titles == {"inputsCollapsibleButton": "Inputs", "modelCollapsibleButton": "Model",
                       "resultsCollapsibleButton": "Results"}
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_ui_shows_the_training_data_line_right_under_the_verdict(module):
+    """Issue 14: whether the input looks like the model's training data is read where
+    the verdict is, in rich text (red and bold when out) that wraps."""
+    form = next(layout for layout in ui_tree(module).iter("layout") if layout.get("name") == "resultsFormLayout")
+    place = {item.find("widget").get("name"): (int(item.get("row")), int(item.get("column")))
+             for item in form.findall("item") if item.find("widget") is not None}
+    row, column = place["verdictLabel"]
+    assert place["trainingDataLabel"] == (row + 1, column)
+    assert place["trainingDataTitleLabel"] == (row + 1, column - 1)
+    assert len(set(place.values())) == len(place), f"two widgets share a cell of the results form: {place}"
+    label = next(widget for widget in form.iter("widget") if widget.get("name") == "trainingDataLabel")
+    assert label.findtext("property[@name='textFormat']/enum") == "Qt::RichText"
+    assert label.findtext("property[@name='wordWrap']/bool") == "true"
 
 
 @pytest.mark.parametrize("module", MODULES)

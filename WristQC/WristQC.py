@@ -72,6 +72,10 @@ checksums and installs it into your models folder.</p>
 <p>Method: a deep-learning automatic quality-control system for wrist digital radiography (DR)
 with a MobileNetV2 artefact classifier and GU2Net keypoint detection, developed on 1,315
 wrist images at the Central Hospital Affiliated to Chongqing University (in Chinese).</p>
+<p><b>Training data</b>: right under the verdict the panel says whether the input looks like the
+data the model was trained on (red: it does not, and the verdict is not reliable on it; grey: the
+bundle records no summary to compare with), with a demonstration model's disclaimer; the result
+table gives the distance and threshold, per network where there are several.</p>
 <p>Demonstration models are trained on synthetic data and are not for clinical use.</p>
 """)
         self.parent.acknowledgementText = _("""

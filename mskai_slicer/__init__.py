@@ -17,6 +17,9 @@ the standalone MRML scene of ``trame-slicer`` used by the tests:
 * :mod:`mskai_slicer.markups_edits`: when a user's edit of markups points is
   finished (WristQC re-scores once per edit, not per mouse move);
 * :mod:`mskai_slicer.sample_data`: the modules' phantoms in the Sample Data module;
+* :mod:`mskai_slicer.training_data`: whether the input looks like the model's
+  training data, and a demonstration model's disclaimer, as result-table rows
+  and the line under the verdict;
 * :mod:`mskai_slicer.model_panel`: the model section's bundle list and install;
 * :mod:`mskai_slicer.environment`: binds a standalone Slicer for tests;
 * :mod:`mskai_slicer.offscreen`: a real slice view rendered offscreen

@@ -46,6 +46,30 @@ def table_columns(table_node: Any) -> dict[str, list[str]]:
             for column in range(table.GetNumberOfColumns())}
 
 
+def check_training_data_rows(table_node: Any, result: dict) -> dict[str, str]:
+    """The result table says whether the input looks like the model's training data
+    (``training data``: like / UNLIKE / unknown, as ``result.json``'s
+    ``training_distribution`` says) and gives a demonstration model's ``disclaimer``;
+    returns the table's rows (item -> value, the first of each item)."""
+    columns = table_columns(table_node)
+    rows: dict[str, str] = {}
+    for item, value in zip(columns["Item"], columns["Value"]):
+        rows.setdefault(item, value)
+    block = result.get("training_distribution")
+    if block is not None:
+        expected = {True: "like the model's training data", False: "UNLIKE the model's training data",
+                    None: "unknown: "}[block.get("in_distribution")]
+        if not rows.get("training data", "").startswith(expected):
+            raise AssertionError(f"the result table's training data row is {rows.get('training data')!r}, "
+                                 f"expected {expected!r}… (in_distribution {block.get('in_distribution')})")
+    model = result.get("model") or {}
+    if model.get("demo") and not rows.get("disclaimer"):
+        raise AssertionError(f"the result of demonstration model {model.get('id')} has no disclaimer row: {rows}")
+    if model.get("demo") is False and "disclaimer" in rows:
+        raise AssertionError(f"a disclaimer row for a model that is not a demonstration model: {rows['disclaimer']!r}")
+    return rows
+
+
 def parent_item(node: Any) -> int:
     """The subject hierarchy item a node is filed under."""
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)

@@ -41,6 +41,7 @@ from mskai.tasks import Analysis, ProgressCallback, Task, quiet, slicer_task
 from mskai.worker import AnalysisCancelledError, AnalysisJob, WorkerProcess
 from mskai_slicer.geometry import volume_node_to_image
 from mskai_slicer.outputs import ATTRIBUTE_ROLE, OutputManager
+from mskai_slicer.training_data import disclaimer_rows, training_data_rows
 
 try:
     from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
@@ -86,15 +87,18 @@ def _flatten(prefix: str, value: Any) -> list[tuple[str, str]]:
 
 def result_rows(result: dict) -> list[tuple[str, str]]:
     """The (item, value) rows of the result table: the verdict (flattened),
-    probability and score when the task has them, the model, and one row per
-    warning."""
+    probability and score when the task has them, whether the input looks like the
+    model's training data, the model and a demonstration model's disclaimer
+    (:mod:`mskai_slicer.training_data`), and one row per warning."""
     rows = _flatten("verdict", result.get("verdict"))
     for key in ("probability", "score"):
         if result.get(key) is not None:
             rows.append((key, _format_value(result[key])))
+    rows += training_data_rows(result)
     model = result.get("model") or {}
     if model:
         rows.append(("model", " ".join(str(model[k]) for k in ("id", "version") if model.get(k)) or "-"))
+    rows += disclaimer_rows(result)
     rows += [("warning", str(warning)) for warning in result.get("warnings") or []]
     return rows
 

@@ -16,8 +16,10 @@ The panel: Analyze hands the work to the module's worker process
 (:mod:`mskai.worker`) and becomes Cancel, which kills the worker at once; a
 timer polls the job without blocking (Slicer's main thread keeps Python's GIL
 while the event loop idles, so no Python thread does the work here) for
-progress and log messages; closing the scene cancels it; at the end the verdict,
-probability or score and the result table are shown, and the result can be
+progress and log messages; closing the scene cancels it; at the end the verdict
+(with whether the input looks like the model's training data, and a
+demonstration model's disclaimer, right under it), probability or score and the
+result table are shown, and the result can be
 saved or its editable evidence opened in the Segment Editor or Markups module.
 """
 from __future__ import annotations
@@ -41,6 +43,7 @@ from mskai_slicer.module_logic import (
 )
 from mskai_slicer.model_panel import bundle_list_text, install_bundle_message
 from mskai_slicer.outputs import ATTRIBUTE_INPUT_ID
+from mskai_slicer.training_data import training_data_html
 from mskai_slicer.views import module_layout
 
 # How often the panel looks at a running analysis (milliseconds).
@@ -209,8 +212,11 @@ class MSKAIModuleWidgetMixin:
             self.updateButtons()
 
     def showResult(self, result: dict | None) -> None:
-        """Verdict, probability or score, and the result table (None clears them)."""
+        """Verdict, whether the input looks like the model's training data (with a
+        demonstration model's disclaimer) right under it, probability or score, and
+        the result table (None clears them)."""
         self.ui.verdictLabel.text = verdict_text(result) if result else "-"
+        self.ui.trainingDataLabel.text = training_data_html(result)
         self.ui.scoreLabel.text = score_text(result) if result else "-"
         self.ui.resultTableView.setMRMLTableNode(self.logic.result_table_node() if result else None)
 

@@ -21,8 +21,8 @@ import slicer
 from mskai.errors import InputError
 from mskai.geometry import lps_to_index
 from mskai_slicer.geometry import image_to_volume_node, node_world_lps_points, volume_node_to_image
-from mskai_slicer.module_checks import (check_cancel_leaves_the_result, labelmap_segmentation, node_ids,
-                                        parent_item, table_columns)
+from mskai_slicer.module_checks import (check_cancel_leaves_the_result, check_training_data_rows,
+                                        labelmap_segmentation, node_ids, parent_item, table_columns)
 from mskai_slicer.outputs import ATTRIBUTE_ROLE, ATTRIBUTE_USER_EDITED, nodes_of_class
 
 RESULT_KEYS = ("task", "verdict", "verdict_paper", "grade", "grade_name", "side_grades", "probability",
@@ -114,7 +114,7 @@ def check_result_nodes(logic: Any, result: dict, ct: Any) -> dict[str, Any]:
         if parent_item(node) != parent_item(ct) or not parent_item(ct):
             _fail(f"the {role} node is not filed beside the CT")
 
-    rows = dict(zip(*(table_columns(nodes["table"])[name] for name in ("Item", "Value"))))
+    rows = check_training_data_rows(nodes["table"], result)
     for item, expected in (("verdict", result["verdict"]), ("left joint grade", str(result["side_grades"]["left"])),
                            ("right joint grade", str(result["side_grades"]["right"]))):
         if rows.get(item) != expected:
