@@ -92,6 +92,35 @@ def assess(summary: Mapping[str, Any] | None, features: np.ndarray, *, demo: boo
                    f"verdict of {model} is not reliable on it")
 
 
+def combine(assessed: Mapping[str, tuple[dict[str, Any], str | None]], *, labels: Mapping[str, str],
+            consequences: Mapping[str, str], method: str, unit: str) -> tuple[dict[str, Any], list[str]]:
+    """One ``training_distribution`` block for a task with several networks, from each
+    network's :func:`assess` (``{name: (block, warning)}``): ``components`` holds every
+    network's block; at the top the network farthest from its training data relative to its
+    own threshold (``component``, its ``distance`` and ``threshold``) and
+    ``out_of_distribution`` (the networks that are out).  ``in_distribution`` is False when
+    any network is out, None when none is out but some bundle has no summary (one
+    :data:`NO_SUMMARY_WARNING` naming them, ``labels[name]``), else True.  Each network out
+    adds its warning followed by ``consequences[name]`` (what that network decides)."""
+    components, warnings, unsummarised = {}, [], []
+    for name, (block, warning) in assessed.items():
+        components[name] = block
+        if block["in_distribution"] is None:
+            unsummarised.append(labels.get(name, name))
+        elif warning:
+            warnings.append(f"{warning}; {consequences[name]}" if consequences.get(name) else warning)
+    if unsummarised:
+        warnings.append(f"{NO_SUMMARY_WARNING} ({', '.join(unsummarised)})")
+    known = {name: block for name, block in components.items() if block["in_distribution"] is not None}
+    out = [name for name, block in known.items() if not block["in_distribution"]]
+    worst = max(known, key=lambda name: known[name]["distance"] / known[name]["threshold"]) if known else None
+    in_distribution = False if out else (None if unsummarised or not known else True)
+    return ({"distance": known[worst]["distance"] if worst else None,
+             "threshold": known[worst]["threshold"] if worst else None,
+             "in_distribution": in_distribution, "method": method, "unit": unit,
+             "component": worst, "out_of_distribution": out, "components": components}, warnings)
+
+
 def store_summary(bundle_dir: Any, summary: Mapping[str, Any]) -> None:
     """Add ``summary`` as ``training_distribution`` to a bundle's ``metadata.json`` (the
     weights and their sha256 stay as they are): for bundles made before the summary existed."""

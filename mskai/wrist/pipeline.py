@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from mskai.distribution import NO_SUMMARY_WARNING, assess
+from mskai.distribution import assess, combine
 from mskai.errors import InputError
 from mskai.image import Image
 from mskai.results import StageTimer, new_result
@@ -367,26 +367,13 @@ def training_distribution(models: Any, plane: np.ndarray) -> tuple[dict[str, Any
     features_of = getattr(models, "distribution_features", None)
     if features_of is None:
         return None, []
-    components, warnings, unsummarised = {}, [], []
+    assessed = {}
     for name, features in features_of(plane).items():
         metadata = getattr(models, name).metadata
-        block, warning = assess(metadata.get("training_distribution"), features, demo=bool(metadata.get("demo")),
+        assessed[name] = assess(metadata.get("training_distribution"), features, demo=bool(metadata.get("demo")),
                                 what=f"radiograph, as the {NETWORK_LABELS[name]} sees it,")
-        components[name] = block
-        if block["in_distribution"] is None:
-            unsummarised.append(NETWORK_LABELS[name])
-        elif warning:
-            warnings.append(f"{warning}; {DISTRIBUTION_CONSEQUENCES[name]}")
-    if unsummarised:
-        warnings.append(f"{NO_SUMMARY_WARNING} ({', '.join(unsummarised)})")
-    known = {name: block for name, block in components.items() if block["in_distribution"] is not None}
-    out = [name for name, block in known.items() if not block["in_distribution"]]
-    worst = max(known, key=lambda name: known[name]["distance"] / known[name]["threshold"]) if known else None
-    in_distribution = False if out else (None if unsummarised or not known else True)
-    return ({"distance": known[worst]["distance"] if worst else None,
-             "threshold": known[worst]["threshold"] if worst else None,
-             "in_distribution": in_distribution, "method": DISTRIBUTION_METHOD, "unit": "image",
-             "component": worst, "out_of_distribution": out, "components": components}, warnings)
+    return combine(assessed, labels=NETWORK_LABELS, consequences=DISTRIBUTION_CONSEQUENCES,
+                   method=DISTRIBUTION_METHOD, unit="image")
 
 
 # --------------------------------------------------------------------------- the analysis
