@@ -20,7 +20,7 @@ import slicer
 
 from mskai.errors import InputError
 from mskai_slicer.geometry import image_to_volume_node
-from mskai_slicer.module_checks import parent_item, table_columns
+from mskai_slicer.module_checks import check_training_data_rows, parent_item, table_columns
 
 SAGITTAL_SEGMENTS = {"vertebral body", "disc", "dural sac", "spinal cord"}
 AXIAL_SEGMENTS = {"dural sac", "spinal cord", "disc", "PLL", "LF"}
@@ -60,6 +60,7 @@ def check_result_nodes(logic: Any, result: dict, nodes: dict[str, Any], expect_l
     table = logic.result_table_node()
     if table is None or "verdict" not in table_columns(table)["Item"]:
         _fail("no result table with the verdict")
+    check_training_data_rows(table, result)
     sagittal = logic.sagittal_segmentation_node()
     if sagittal is None or _segment_names(sagittal) != SAGITTAL_SEGMENTS:
         _fail(f"sagittal segmentation segments {None if sagittal is None else _segment_names(sagittal)}")

@@ -21,8 +21,8 @@ import slicer
 from mskai.errors import InputError
 from mskai.geometry import index_to_lps
 from mskai_slicer.geometry import image_to_volume_node, node_world_lps_points, volume_node_to_image
-from mskai_slicer.module_checks import (check_cancel_leaves_the_result, labelmap_segmentation, node_ids,
-                                        parent_item, table_columns)
+from mskai_slicer.module_checks import (check_cancel_leaves_the_result, check_training_data_rows,
+                                        labelmap_segmentation, node_ids, parent_item, table_columns)
 from mskai_slicer.outputs import nodes_of_class
 
 
@@ -88,6 +88,7 @@ def check_result_nodes(logic: Any, result: dict, ct: Any, case: Any) -> dict[str
             _fail(f"no {role} node after the analysis")
         if parent_item(node) != parent_item(ct) or not parent_item(ct):
             _fail(f"the {role} node is not filed beside the CT")
+    check_training_data_rows(nodes["table"], result)
 
     columns = table_columns(nodes["slices"])
     if columns.get("Sagittal slice") != [str(entry["index"]) for entry in result["slices"]]:

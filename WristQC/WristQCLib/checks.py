@@ -20,7 +20,7 @@ import slicer
 
 from mskai.errors import InputError
 from mskai_slicer.geometry import lps_to_ras, node_world_lps_points, volume_node_to_image
-from mskai_slicer.module_checks import parent_item, table_columns
+from mskai_slicer.module_checks import check_training_data_rows, parent_item, table_columns
 from mskai_slicer.outputs import ATTRIBUTE_ROLE, nodes_of_class
 
 RESULT_KEYS = ("task", "verdict", "score", "model", "input", "warnings", "evidence", "timing", "view",
@@ -83,6 +83,7 @@ def check_result_nodes(logic: Any, result: dict, radiograph: Any) -> dict[str, A
             _fail(f"the {role} node is {'missing' if node is None else 'there but should not be'}")
         if node is not None and (parent_item(node) != parent_item(radiograph) or not parent_item(radiograph)):
             _fail(f"the {role} node is not filed beside the radiograph")
+    check_training_data_rows(nodes["table"], result)
 
     columns = table_columns(nodes["scores"])
     rows = item_rows(result)
