@@ -85,6 +85,14 @@ def test_rows_per_network_and_the_demo_disclaimer():
         ("warning", "the radiograph is unlike the model's training data")]
 
 
+def test_unknown_names_the_networks_whose_bundles_have_no_summary():
+    block = wrist_block(IN, UNKNOWN)
+    assert block["in_distribution"] is None
+    assert block_text(block) == "unknown: a bundle has no summary of its training data (artifact)"
+    assert training_data_note({"training_distribution": block}).state == "unknown"
+    assert ("training data: artifact", NO_SUMMARY_TEXT) in training_data_rows({"training_distribution": block})
+
+
 def test_a_demo_model_in_the_parts_of_a_model_gives_its_disclaimer():
     """CervicalMR's model block has no top-level id: one bundle per plane and finding."""
     result = {"verdict": "no finding", "model": {"sagittal": DEMO_MODEL, "axial": None, "herniation": USER_MODEL}}

@@ -49,12 +49,16 @@ def block_text(block: Mapping[str, Any] | None, *, detail: bool = True) -> str:
     """One ``training_distribution`` block (or a component's) in words:
     ``"like the model's training data (distance 7.4 ≤ 8.2)"``,
     ``"UNLIKE the model's training data (distance 10.4 > 8.2): the verdict is not reliable"``,
-    or :data:`NO_SUMMARY_TEXT`.  ``detail`` adds the share of units out; the block's
-    ``component`` (the network nearest its threshold) is named."""
+    or :data:`NO_SUMMARY_TEXT` (naming the networks whose bundles have none).
+    ``detail`` adds the share of units out; the block's ``component`` (the network
+    farthest from its training data relative to its threshold) is named."""
     block = block or {}
     state = block.get("in_distribution")
     if state is None:
-        return NO_SUMMARY_TEXT
+        missing = [name for name, part in (block.get("components") or {}).items()
+                   if (part or {}).get("in_distribution") is None]
+        return f"unknown: a bundle has no summary of its training data ({', '.join(missing)})" if missing \
+            else NO_SUMMARY_TEXT
     figures = _figures(block, fraction=detail)
     if figures and block.get("component"):
         figures = f"{block['component']}: {figures}"
