@@ -67,7 +67,7 @@ def truth_segmenter(monkeypatch, studies):
     """The networks replaced by the phantom's labels (mapped to the networks' classes)."""
     import mskai.cervical.segmentation as segmentation
 
-    def segment(network, image, grid, plane, device="cpu", batch=8):
+    def segment(network, image, grid, plane, device="cpu", batch=8, features=None):  # no features: no check
         classes = class_map(studies["labels"][image.meta["series_instance_uid"]], plane)
         names = {1: "vertebral body", 2: "disc", 3: "dural sac", 4: "spinal cord"} if plane == "sagittal" else \
             {1: "dural sac", 2: "spinal cord", 3: "disc", 4: "PLL", 5: "LF"}
@@ -90,7 +90,7 @@ def truth_classifiers(monkeypatch, studies):
     """The classifiers' probabilities from the phantom's truth."""
     from mskai.cervical import findings
 
-    def vertebrae(study, vertebrae, labels, classifiers, device):
+    def vertebrae(study, vertebrae, labels, classifiers, device, features=None):
         truth, p = studies["truths"][study.sagittal.meta["series_instance_uid"]]
         by_name = {v["name"]: v for v in truth["vertebrae"]}
         out = {"hyperplasia": {}, "listhesis": {}}
@@ -101,7 +101,7 @@ def truth_classifiers(monkeypatch, studies):
                 out["listhesis"][v["name"]] = p if t["slip"]["direction"] != "none" else 0.1
         return out
 
-    def levels(study, levels, axial_labels, classifiers, device):
+    def levels(study, levels, axial_labels, classifiers, device, features=None):
         truth, p = studies["truths"][study.sagittal.meta["series_instance_uid"]]
         by_name = {lv["name"]: lv for lv in truth["levels"]}
         out = {}

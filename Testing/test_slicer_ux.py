@@ -419,7 +419,8 @@ def test_the_bundle_list_names_each_bundle_of_the_task(user_home):
     assert [line.split()[0] for line in wrist] == ["wrist-artifact-demo", "wrist-keypoints-demo", "wrist-view-demo"]
     assert bundle_list_text("sij").splitlines()[0].startswith("sij-demo ")
     assert [line.split()[0] for line in bundle_list_text("cervical").splitlines()] == \
-        ["cervical-ax-seg-demo", "cervical-sag-seg-demo"]
+        ["cervical-ax-seg-demo", "cervical-herniation-demo", "cervical-hyperplasia-demo", "cervical-lf-demo",
+         "cervical-listhesis-demo", "cervical-pll-demo", "cervical-sag-seg-demo"]
     assert bundle_list_text("knee").startswith("No model bundle for the knee task")
     broken = {"id": "ovf-big", "version": "2.0.0", "task": "ovf", "source": "installed", "demo": False,
               "ok": False, "message": "model.safetensors: sha256 mismatch"}

@@ -2,6 +2,8 @@
 # Reproduce the CervicalMR demo segmentation bundles Resources/Models/cervical-{sag,ax}-seg-demo/.
 #
 #   Utilities/train_cervical_demo.sh [WORK_DIR]      (default build/cervical-demo; run from anywhere)
+#   SUMMARY_ONLY=1 Utilities/train_cervical_demo.sh  (only add the training-distribution summary to the
+#                                                     shipped bundles, from the same phantoms; weights unchanged)
 #
 # 1. 150 synthetic cervical MR studies (NIfTI) from seed 700 (mskai.cervical.phantoms.
 #    make_cervical_seg_dataset): sagittal T1 + T2 and every axial T2 stack, 85 % train / 15 % val.
@@ -15,9 +17,20 @@ cd "$ROOT"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 WORK="${1:-build/cervical-demo}"
 
-echo "== 1. training phantoms (seed 700) -> $WORK/train-data"
-"$PYTHON" -c "from mskai.cervical.phantoms import make_cervical_seg_dataset; \
+if [ ! -f "$WORK/train-data/dataset.csv" ]; then
+  echo "== 1. training phantoms (seed 700) -> $WORK/train-data"
+  "$PYTHON" -c "from mskai.cervical.phantoms import make_cervical_seg_dataset; \
 make_cervical_seg_dataset('$WORK/train-data', 150, seed=700, split=(0.85, 0.15, 0.0))"
+fi
+
+if [ "${SUMMARY_ONLY:-0}" = "1" ]; then
+  # Only add the training-distribution summary (issue 14) to the shipped bundles: weights unchanged.
+  echo "== summary only: the shipped bundles' training distribution from $WORK/train-data"
+  "$PYTHON" -c "from mskai.cervical.seg_training import add_segmentation_summary
+for folder in ('cervical-sag-seg-demo', 'cervical-ax-seg-demo'):
+    add_segmentation_summary('Resources/Models/' + folder, '$WORK/train-data/dataset.csv')"
+  exit 0
+fi
 
 for PLANE in sagittal axial; do
   echo "== 2. $PLANE segmentation with the demo recipe -> $WORK/train-$PLANE"

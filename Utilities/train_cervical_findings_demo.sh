@@ -3,6 +3,9 @@
 # herniation,pll,lf}-demo/.
 #
 #   Utilities/train_cervical_findings_demo.sh [WORK_DIR]   (default build/cervical-findings-demo; run from anywhere)
+#   FINDINGS="herniation" Utilities/train_cervical_findings_demo.sh   (re-train some; all five are evaluated)
+#   SUMMARY_ONLY=1 Utilities/train_cervical_findings_demo.sh   (only add the training-distribution summary to the
+#                                                               shipped bundles; weights unchanged)
 #
 # 1. 240 synthetic cervical MR studies (NIfTI) from seed 710 with random findings, written with the
 #    annotation export's five CSVs (mskai.cervical.finding_training.make_cervical_findings_dataset),
@@ -17,12 +20,23 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 WORK="${1:-build/cervical-findings-demo}"
-FINDINGS="hyperplasia listhesis herniation pll lf"
+ALL="hyperplasia listhesis herniation pll lf"
+FINDINGS="${FINDINGS:-$ALL}"
 
 if [ ! -f "$WORK/train-data/dataset.json" ]; then
   echo "== 1. training phantoms (seed 710) -> $WORK/train-data"
   "$PYTHON" -c "from mskai.cervical.finding_training import make_cervical_findings_dataset; \
 make_cervical_findings_dataset('$WORK/train-data', 240, seed=710, split=(0.8, 0.2, 0.0))"
+fi
+
+if [ "${SUMMARY_ONLY:-0}" = "1" ]; then
+  # Only add the training-distribution summary (issue 14) to the shipped bundles: weights unchanged.
+  echo "== summary only: the shipped bundles' training distribution from $WORK/train-data"
+  for FINDING in $FINDINGS; do
+    "$PYTHON" -c "from mskai.cervical.finding_training import add_classifier_summary; \
+add_classifier_summary('Resources/Models/cervical-$FINDING-demo', '$WORK/train-data')"
+  done
+  exit 0
 fi
 
 for FINDING in $FINDINGS; do
@@ -63,4 +77,4 @@ if [ ! -f "$WORK/test-data/dataset.json" ]; then
 make_cervical_findings_dataset('$WORK/test-data', 60, seed=811, split=(0.0, 0.0, 1.0))"
 fi
 "$PYTHON" -m mskai evaluate cervical --stage findings --data "$WORK/test-data" \
-    --model "$(for f in $FINDINGS; do printf 'Resources/Models/cervical-%s-demo,' "$f"; done)" --output "$WORK/eval" --device cpu
+    --model "$(for f in $ALL; do printf 'Resources/Models/cervical-%s-demo,' "$f"; done)" --output "$WORK/eval" --device cpu

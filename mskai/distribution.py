@@ -147,3 +147,39 @@ def like_training_data(result: Mapping[str, Any]) -> str:
 
 def features_of(rows: Sequence[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.asarray(r, dtype=np.float64).reshape(len(r), -1) for r in rows], axis=0)
+
+
+class StageMeans:
+    """Forward hooks that record the mean over the spatial axes of each ``modules`` output:
+    while the context is open, every forward pass adds a (batch, sum of channels) row block,
+    which :meth:`take` returns (and clears).  Early stages keep what an image looks like
+    (intensity, noise, resolution), which later features are trained to ignore: the check's
+    space for networks whose penultimate features let real scans pass as phantoms."""
+
+    def __init__(self, modules: Sequence[Any]) -> None:
+        self.modules = list(modules)
+        self._rows: list[np.ndarray] = []
+        self._current: list[Any] = []
+        self._handles: list[Any] = []
+
+    def _hook(self, module: Any, inputs: Any, output: Any) -> None:
+        value = output[0] if isinstance(output, (tuple, list)) else output
+        self._current.append(value.detach().float().flatten(2).mean(dim=2).cpu().numpy())
+        if len(self._current) == len(self.modules):
+            self._rows.append(np.concatenate(self._current, axis=1))
+            self._current = []
+
+    def __enter__(self) -> "StageMeans":
+        self._handles = [module.register_forward_hook(self._hook) for module in self.modules]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def take(self) -> np.ndarray:
+        rows = np.concatenate(self._rows, axis=0) if self._rows else np.zeros((0, 0))
+        self._rows, self._current = [], []
+        return rows
+

@@ -21,7 +21,8 @@ The runner (input discovery, resume, ``torchrun`` shards, the failure rule) is
   is, with its probability (``herniation C5/6 (0.93); PLL thickening C4/5 (0.81)``);
   ``not_assessed`` names the findings no classifier assessed (no bundle installed, no axial
   T2 series), and the ``verdict`` says so too, so that "no finding" never reads as a
-  negative for what was not looked at.  ``status`` is ``ok`` or ``failed: <one-line
+  negative for what was not looked at; ``like_training_data`` is ``no`` when the study is
+  unlike a network's training data (:mod:`mskai.distribution`), ``unknown`` without summaries.  ``status`` is ``ok`` or ``failed: <one-line
   reason>`` (the batch goes on).
 """
 from __future__ import annotations
@@ -31,10 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from mskai.batch import BatchItem, BatchPlan
+from mskai.distribution import like_training_data
 
 WORKLIST_NAME = "worklist.csv"
 WORKLIST_COLUMNS = ("study", "path", "study_uid", "patient_id", "verdict", "positive_findings", "findings",
-                    "highest_probability", "not_assessed", "levels", "labelling", "warnings", "status")
+                    "highest_probability", "not_assessed", "levels", "labelling", "like_training_data", "warnings",
+                    "status")
 STUDIES_DIR = "studies"
 
 
@@ -98,6 +101,7 @@ def worklist_row(study: BatchItem, result: dict) -> dict[str, str]:
             "not_assessed": ", ".join(summary["not_assessed"]),
             "levels": " ".join(str(level.get("name", "")) for level in result.get("levels") or []),
             "labelling": str(result.get("labelling", "")),
+            "like_training_data": like_training_data(result),
             "warnings": str(len(result.get("warnings") or [])),
             "status": "ok"}
 

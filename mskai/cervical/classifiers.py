@@ -298,16 +298,36 @@ def load_classifier(bundle: Any, finding: str, device: str | torch.device = "cpu
                             float(bundle.metadata.get("threshold", 0.5)), metadata)
 
 
+def feature_stages(network: nn.Module) -> list[nn.Module]:
+    """The modules whose outputs' means are a classifier's training-distribution features:
+    the first two stages (3D ResNet: ``layer1``, ``layer2``; U-Net classifier: the U-Net's
+    first two encoder stages)."""
+    from mskai.cervical.segmentation import unet_stages
+
+    if isinstance(network, UNetClassifier):
+        return unet_stages(network.unet)
+    return [network.layer1, network.layer2]
+
+
 def predict(loaded: LoadedClassifier, inputs: Sequence[np.ndarray], *, batch: int = 8,
-            device: torch.device | str = "cpu") -> np.ndarray:
-    """Probabilities of ``inputs`` (each (2, ...))."""
+            device: torch.device | str = "cpu", features: list | None = None) -> np.ndarray:
+    """Probabilities of ``inputs`` (each (2, ...)); with ``features`` (a list) their
+    training-distribution features (:func:`feature_stages`) are appended to it as one
+    (inputs, D) array, from the same pass."""
+    from contextlib import nullcontext
+
+    from mskai.distribution import StageMeans
+
     if not len(inputs):
         return np.zeros(0, np.float32)
     out = []
-    with torch.inference_mode():
+    recorder = StageMeans(feature_stages(loaded.network)) if features is not None else None
+    with torch.inference_mode(), (recorder if recorder is not None else nullcontext()):
         for start in range(0, len(inputs), batch):
-            x = torch.from_numpy(np.stack(inputs[start:start + batch])).to(device)
+            x = torch.from_numpy(np.stack(inputs[start:start + batch]).astype(np.float32, copy=False)).to(device)
             out.append(torch.sigmoid(loaded.network(x).float()[:, 0]).cpu().numpy())
+    if recorder is not None:
+        features.append(recorder.take())
     return np.concatenate(out)
 
 

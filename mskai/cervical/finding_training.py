@@ -12,7 +12,8 @@ LF are taken from it by name as in :mod:`mskai.cervical.seg_training`).  Annotat
 made in Slicer and exported train as they are; :func:`make_cervical_findings_dataset`
 writes the same format from phantoms with known findings (labels from the truth: a
 herniation is a protrusion of at least 5 mm, a bulge is negative; PLL thicker than 2 mm,
-LF thicker than 3 mm; the slices are those whose plane crosses the disc).
+LF thicker than 3 mm; the slices are those whose plane crosses the disc; the axial mask
+channel from the shipped axial segmentation network, as at analysis).
 
 Every series is read once and every row's input cut (:mod:`mskai.cervical.classifiers`)
 before training; a row whose vertebra is not in its label map, or (listhesis) has no
@@ -26,7 +27,8 @@ lowest validation loss kept (:class:`mskai.train.Trainer`).  Augmentation: left-
 flips, shifts of a few voxels, intensity gamma and gain.  Recipes: ``paper`` (SPEC §3.5:
 batch 20 / 4 / 10, lr 1e-4, 500 epochs, the paper's input sizes and ResNet-18 / U-Net
 32-512 widths — the paper states neither depth nor widths) and ``demo`` (small widths
-and inputs, lr 1e-3 with a cosine schedule, 30 epochs) for the shipped demo bundles.
+and inputs, lr 1e-3 with a cosine schedule, 12 epochs, 30 for herniation) for the shipped demo
+bundles.
 
 Evaluation
 ==========
@@ -52,7 +54,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mskai.cervical.classifiers import (AXIAL_FINDINGS, BUNDLE_IDS, DEMO_RESNET, DEMO_UNET_CLS, EXPORT_KEYS, FINDINGS,
+from mskai.cervical.classifiers import (BUNDLE_IDS, DEMO_RESNET, DEMO_UNET_CLS, EXPORT_KEYS, FINDINGS,
                                         PAPER_INPUTS, PAPER_RESNET, PAPER_UNET_CLS, TITLES, VERTEBRA_FINDINGS,
                                         axial_input, build_classifier, load_classifier, predict,
                                         save_classifier_bundle, scaled, vertebra_centroids, vertebra_input)
@@ -108,8 +110,9 @@ def finding_recipe(name: str, finding: str) -> FindingRecipe:
         inputs = {"hyperplasia": {"size": [32, 32, 64], "spacing_mm": [1.0, 1.0, 0.75]},
                   "listhesis": {"size": [16, 48, 48], "spacing_mm": [2.0, 1.2, 1.2]}}.get(
             finding, {"size": [96, 96], "spacing_mm": [0.6, 0.6]})
+        epochs = 30 if finding == "herniation" else 12  # a bulge (< 5 mm) against a herniation is the hard call
         return FindingRecipe("demo", dict(DEMO_RESNET if vertebra else DEMO_UNET_CLS), inputs,
-                             TrainConfig(epochs=30, batch_size=16, lr=1e-3, optimizer="adam", scheduler="cosine",
+                             TrainConfig(epochs=epochs, batch_size=16, lr=1e-3, optimizer="adam", scheduler="cosine",
                                          cosine_min_lr=1e-5), seed=2026, demo=True)
     raise InputError(f"unknown recipe {name!r} for a CervicalMR classifier: use paper or demo")
 
@@ -288,8 +291,9 @@ def train_classifier(data: str | os.PathLike, recipe: str, output_dir: str | os.
     epoch = load_weights(network, output / "best.pt")
     network.cpu().eval()
     loaded = _Loaded(network, chosen.input_spec)
-    probabilities = predict(loaded, list(x_val.astype(np.float32)))
+    probabilities = predict(loaded, list(x_val))
     validation = metrics_to_json(binary_metrics(y_val.astype(int), probabilities))
+    summary = classifier_summary(loaded, x_train, x_val, finding)
     bundle_dir = output / "bundle"
     bundle_id = BUNDLE_IDS[finding] if chosen.demo else BUNDLE_IDS[finding].replace("-demo", "")
     if context.is_main:
@@ -300,6 +304,7 @@ def train_classifier(data: str | os.PathLike, recipe: str, output_dir: str | os.
                      **{k: validation[k] for k in ("accuracy", "sensitivity", "specificity", "auc")}},
             training_data={"dataset": csv_path.name, "train_inputs": len(y_train), "train_positive": int(positives),
                            "val_inputs": len(y_val), "recipe": chosen.name, "positive_weight": round(weight, 3)},
+            training_distribution=summary,
             intended_use=(f"demonstration of CervicalMR {TITLES[finding]} classification on synthetic phantoms; "
                           "not for clinical use") if chosen.demo else
             f"research use: {TITLES[finding]} on cervical spine MR for a radiologist's review")
@@ -313,6 +318,43 @@ def train_classifier(data: str | os.PathLike, recipe: str, output_dir: str | os.
 class _Loaded:
     network: torch.nn.Module
     input_spec: dict
+
+
+UNITS = {key: "vertebra input" if key in VERTEBRA_FINDINGS else "axial slice" for key in FINDINGS}
+
+
+def classifier_summary(loaded: Any, x_train: np.ndarray, x_val: np.ndarray, finding: str) -> dict[str, Any]:
+    """The bundle's ``training_distribution`` (:func:`mskai.distribution.fit_summary`) of the
+    classifier's early-stage features (:func:`mskai.cervical.classifiers.feature_stages`) on its
+    training inputs, the threshold from the validation inputs."""
+    from mskai.distribution import fit_summary
+
+    train, held = [], []
+    predict(loaded, list(x_train), features=train)
+    predict(loaded, list(x_val), features=held)
+    summary = fit_summary(train[0], held[0], unit=UNITS[finding])
+    summary["features"] = "mean activations of the first two stages"
+    return summary
+
+
+def add_classifier_summary(bundle_dir: str | os.PathLike, data: str | os.PathLike) -> dict[str, Any]:
+    """Add the training-distribution summary to an existing classifier bundle made before it
+    existed, from the dataset it was trained on (its train and val rows); the weights and
+    their sha256 stay as they are."""
+    from mskai.bundles import load_bundle
+    from mskai.distribution import store_summary
+
+    component = str(load_bundle(bundle_dir).metadata.get("component", ""))
+    finding = component[len("classifier-"):]
+    loaded = load_classifier(str(bundle_dir), finding)
+    _, rows = read_finding_rows(data, finding)
+    x_train, _, _ = cut_inputs([r for r in rows if r.split == "train"], finding, loaded.input_spec)
+    x_val, _, _ = cut_inputs([r for r in rows if r.split == "val"], finding, loaded.input_spec)
+    summary = classifier_summary(loaded, x_train, x_val, finding)
+    store_summary(bundle_dir, summary)
+    log(f"{bundle_dir}: training distribution of {summary['n_train']} {summary['unit']}s, "
+        f"threshold {summary['threshold']}")
+    return summary
 
 
 # ============================================================================ evaluation
@@ -341,7 +383,7 @@ def evaluate_findings(data: str | os.PathLike, model: Any, output_dir: str | os.
         csv_path, rows = read_finding_rows(data, finding)
         chosen = [r for r in rows if r.split == "test"] or rows
         x, y, kept = cut_inputs(chosen, finding, loaded.input_spec, f"{finding}: cutting test inputs")
-        p = predict(loaded, list(x.astype(np.float32)), device=torch_device)
+        p = predict(loaded, list(x), device=torch_device)
         metrics = binary_metrics(y.astype(int), p, threshold=loaded.threshold)
         name = f"{loaded.metadata['id']}@{loaded.metadata['version']}"
         stem = finding
@@ -386,18 +428,30 @@ def evaluate_findings(data: str | os.PathLike, model: Any, output_dir: str | os.
 
 def make_cervical_findings_dataset(folder: str | Path, n_studies: int, seed: int, *,
                                    split: tuple[float, float, float] = (0.7, 0.15, 0.15), size: str = "small",
-                                   show_progress: bool = True) -> dict[str, Path]:
+                                   axial_masks: Any = "predicted", show_progress: bool = True) -> dict[str, Path]:
     """Write ``n_studies`` phantom studies (NIfTI, ``folder/studies/<id>/``, with a vertebra-only
     label map ``labels/vertebrae.nii.gz``) and the five classifiers' CSVs in the annotation
     export's format (labels from the truth; see the module docstring).  Axial modes parallel,
-    per disc and oblique in about 40/30/30 %; splits stratified by mode.  Returns
-    :func:`~mskai.cervical.annotations.export_dataset`'s ``{finding: csv path}``."""
+    per disc and oblique in about 40/30/30 %; splits stratified by mode.
+
+    ``axial_masks``: the axial classifiers' mask channel — ``"predicted"`` (default): each
+    axial stack segmented by the shipped axial segmentation bundle (or a bundle given here),
+    written as ``labels/axial_t2_<n>_predicted.nii.gz``, so that the classifiers train on the
+    masks they get at analysis (trained on the phantoms' exact masks, they called a PLL
+    thickened wherever the predicted PLL mask was a little thick); ``"truth"``: the phantoms'
+    own labels.  Returns :func:`~mskai.cervical.annotations.export_dataset`'s
+    ``{finding: csv path}``."""
     from mskai.cervical.annotations import export_dataset
     from mskai.cervical.phantoms import AXIAL_MODES, make_cervical_study, write_cervical_study
     from mskai.phantoms import write_nifti
     from mskai.phantoms.datasets import case_seed, split_shares, stratified_splits
 
     folder = Path(folder)
+    segmenter = None
+    if not (isinstance(axial_masks, str) and axial_masks == "truth"):
+        from mskai.cervical.segmentation import load_segmenter
+
+        segmenter = load_segmenter(None if axial_masks == "predicted" else axial_masks, "axial")
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 9_311])
     modes = rng.choice(AXIAL_MODES, size=n_studies, p=[0.4, 0.3, 0.3])
     splits = stratified_splits(rng, modes, AXIAL_MODES, split_shares(split))
@@ -427,10 +481,20 @@ def make_cervical_findings_dataset(folder: str | Path, n_studies: int, seed: int
                                else None,
                                "pll": bool(level["pll"]["thickened"]), "lf": bool(level["lf"]["thickened"])})
         n_stacks = len(study.series["axial_t2"])
+        masks = {str(s): paths[f"axial_t2_{s}_labels"] for s in range(n_stacks)}
+        if segmenter is not None:
+            from mskai.cervical.segmentation import segment_series
+
+            network, grid, _ = segmenter
+            for s, image in enumerate(study.series["axial_t2"]):
+                predicted = segment_series(network, image, grid, "axial")
+                masks[str(s)] = write_nifti(predicted, target / "labels" / f"axial_t2_{s}_predicted.nii.gz")
+                (target / "labels" / f"axial_t2_{s}_predicted.json").write_text(json.dumps(
+                    {str(k): v for k, v in predicted.meta["segment_names"].items()}) + "\n")
         cases.append({"case_id": study_id, "labels": {"vertebrae": vertebrae, "slices": slices},
                       "sagittal_t1": paths["sag_t1"], "sagittal_t2": paths["sag_t2"], "vertebra_mask": vertebra_path,
                       "axial_series": {str(s): paths[f"axial_t2_{s}"] for s in range(n_stacks)},
-                      "disc_masks": {str(s): paths[f"axial_t2_{s}_labels"] for s in range(n_stacks)},
+                      "disc_masks": masks,
                       "split": str(splits[index])})
     counts = Counter(str(s) for s in splits)
     log(f"{n_studies} phantom studies: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))

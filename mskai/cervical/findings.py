@@ -43,9 +43,10 @@ def _verdict_item(probability: float | None, threshold: float) -> dict[str, Any]
 def assess_findings(study: Any, vertebrae: list[dict[str, Any]], levels: list[dict[str, Any]],
                     vertebra_labels: Image, axial_labels: Sequence[Image],
                     classifiers: Mapping[str, LoadedClassifier | None], *, device: Any = "cpu",
-                    timer: Any = None) -> dict[str, Any]:
+                    timer: Any = None, features: dict[str, list] | None = None) -> dict[str, Any]:
     """Fill ``vertebrae[*]["findings"]`` and ``levels[*]["findings"|"canal"|"slice"|"lines"]`` in
-    place; returns ``{"alignment": ..., "warnings": [...], "evidence": [...]}``."""
+    place; returns ``{"alignment": ..., "warnings": [...], "evidence": [...]}``.  ``features``
+    (a dict) gets each classifier's training-distribution features, ``{finding: [array]}``."""
     from contextlib import nullcontext
 
     from mskai.cervical import measurements
@@ -70,9 +71,10 @@ def assess_findings(study: Any, vertebrae: list[dict[str, Any]], levels: list[di
                     for lv in levels}
 
     with stage("classify_vertebrae"):
-        vertebra_probabilities = _vertebra_probabilities(study, vertebrae, vertebra_labels, classifiers, device)
+        vertebra_probabilities = _vertebra_probabilities(study, vertebrae, vertebra_labels, classifiers, device,
+                                                         features)
     with stage("classify_levels"):
-        level_probabilities = _level_probabilities(study, levels, axial_labels, classifiers, device)
+        level_probabilities = _level_probabilities(study, levels, axial_labels, classifiers, device, features)
 
     evidence: list[dict[str, Any]] = []
     for v in vertebrae:
@@ -123,8 +125,8 @@ def assess_findings(study: Any, vertebrae: list[dict[str, Any]], levels: list[di
 
 
 def _vertebra_probabilities(study: Any, vertebrae: list[dict[str, Any]], labels: Image,
-                            classifiers: Mapping[str, LoadedClassifier | None], device: Any
-                            ) -> dict[str, dict[str, float]]:
+                            classifiers: Mapping[str, LoadedClassifier | None], device: Any,
+                            features: dict[str, list] | None = None) -> dict[str, dict[str, float]]:
     """Per vertebra finding, ``{vertebra name: probability}`` (absent: not assessed)."""
     out: dict[str, dict[str, float]] = {key: {} for key in VERTEBRA_FINDINGS}
     centroids = vertebra_centroids(labels)
@@ -142,14 +144,15 @@ def _vertebra_probabilities(study: Any, vertebrae: list[dict[str, Any]], labels:
             if x is not None:
                 names.append(v["name"])
                 inputs.append(x)
-        for name, p in zip(names, predict(loaded, inputs, device=device)):
+        sink = features.setdefault(key, []) if features is not None and inputs else None
+        for name, p in zip(names, predict(loaded, inputs, device=device, features=sink)):
             out[key][name] = float(p)
     return out
 
 
 def _level_probabilities(study: Any, levels: list[dict[str, Any]], axial_labels: Sequence[Image],
-                         classifiers: Mapping[str, LoadedClassifier | None], device: Any
-                         ) -> dict[str, dict[str, float]]:
+                         classifiers: Mapping[str, LoadedClassifier | None], device: Any,
+                         features: dict[str, list] | None = None) -> dict[str, dict[str, float]]:
     """Per level, ``{finding: probability}``: the maximum over the level's slices
     (:func:`mskai.cervical.classifiers.level_slices`)."""
     out: dict[str, dict[str, float]] = {}
@@ -170,7 +173,8 @@ def _level_probabilities(study: Any, levels: list[dict[str, Any]], axial_labels:
                 inputs.append(axial_input(key, image, volumes[stack], np.asarray(axial_labels[stack].array), index,
                                           loaded.input_spec))
                 owners.append(lv["name"])
-        for name, p in zip(owners, predict(loaded, inputs, device=device)):
+        sink = features.setdefault(key, []) if features is not None and inputs else None
+        for name, p in zip(owners, predict(loaded, inputs, device=device, features=sink)):
             level = out.setdefault(name, {})
             level[key] = max(float(p), level.get(key, 0.0))
     return out
@@ -199,3 +203,37 @@ def verdict_text(vertebrae: Sequence[Mapping[str, Any]], levels: Sequence[Mappin
         if where:
             parts.append(f"{TITLES[key]} {', '.join(where)}")
     return "; ".join(parts) if parts else "no finding"
+
+
+NETWORK_LABELS = {"sagittal": "sagittal segmentation network", "axial": "axial segmentation network",
+                  **{key: f"{TITLES[key]} classifier" for key in VERTEBRA_FINDINGS + AXIAL_FINDINGS}}
+DISTRIBUTION_CONSEQUENCES = {
+    "sagittal": "it segments the vertebrae and discs that the names, levels, measurements and findings stand on",
+    "axial": "it segments the canal, disc and ligaments that the axial findings and measurements read",
+    **{key: f"it decides {TITLES[key]}" for key in VERTEBRA_FINDINGS + AXIAL_FINDINGS}}
+DISTRIBUTION_METHOD = ("Mahalanobis distance of the first two stages' mean activations (Ledoit-Wolf shrunk "
+                       "covariance), per network and unit (segmentation: slice; classifiers: their inputs), the "
+                       "median over the units; out when any network is")
+
+
+def training_distribution(metadata: Mapping[str, Mapping[str, Any]], features: Mapping[str, list]
+                          ) -> tuple[dict[str, Any] | None, list[str]]:
+    """``result["training_distribution"]`` and its warnings: every network that ran
+    (``features[name]``: its arrays of unit rows; ``metadata[name]``: its bundle's metadata)
+    against the summary its bundle records (:func:`mskai.distribution.combine`); None when
+    no network gave features."""
+    from mskai.distribution import assess, combine, features_of
+
+    assessed = {}
+    for name, arrays in features.items():
+        arrays = [a for a in arrays if len(a)]
+        if not arrays:
+            continue
+        meta = metadata.get(name) or {}
+        assessed[name] = assess(meta.get("training_distribution"), features_of(arrays), demo=bool(meta.get("demo")),
+                                what=f"study, as the {NETWORK_LABELS[name]} sees it,")
+    if not assessed:
+        return None, []
+    return combine(assessed, labels=NETWORK_LABELS, consequences=DISTRIBUTION_CONSEQUENCES,
+                   method=DISTRIBUTION_METHOD, unit="network")
+

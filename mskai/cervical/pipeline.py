@@ -27,6 +27,10 @@ Slicer Logic share; it returns a :class:`CervicalAnalysis` whose ``result`` is t
    type, ligament thicknesses, canal and cord, the C2-C7 lordosis).  ``verdict`` names the
    positive findings by level (:func:`mskai.cervical.findings.verdict_text`);
    ``labelling`` says what was found (vertebrae and levels).
+6. **Training distribution** (:func:`mskai.cervical.findings.training_distribution`): each
+   of the seven networks' early-stage features against the summary its bundle records;
+   ``training_distribution`` (one block per network, out when any is) and a warning per
+   network that is out, saying what that network decides.
 """
 from __future__ import annotations
 
@@ -147,7 +151,7 @@ def analyze_study(study: Any, models: dict[str, Any], *, device: str = "cpu", pr
     ``models``: ``{"sagittal": (net, grid, metadata), "axial": (net, grid, metadata),
     "classifiers": {finding: LoadedClassifier | None}}`` (no ``classifiers``: no finding is assessed)."""
     from mskai.cervical.classifiers import FINDINGS
-    from mskai.cervical.findings import assess_findings, verdict_text
+    from mskai.cervical.findings import assess_findings, training_distribution, verdict_text
     from mskai.cervical.levels import disc_levels
     from mskai.cervical.segmentation import segment_series
     from mskai.vertebrae import label_vertebrae
@@ -155,13 +159,15 @@ def analyze_study(study: Any, models: dict[str, Any], *, device: str = "cpu", pr
     report = progress or (lambda fraction, message: None)
     timer = timer or StageTimer()
     warnings = list(study.warnings)
+    features: dict[str, list] = {}  # every network's training-distribution features, from the same passes
     sagittal = study.sagittal
     if sagittal.shape[0] < 3:
         raise InputError(f"the sagittal series has {sagittal.shape[0]} slice(s); {MODULE} needs a sagittal stack")
     net, grid, meta = models["sagittal"]
     report(0.1, "segmenting the sagittal series")
     with timer("segment_sagittal"):
-        sag_labels = segment_series(net, sagittal, grid, "sagittal", device=device)
+        sag_labels = segment_series(net, sagittal, grid, "sagittal", device=device,
+                                    features=features.setdefault("sagittal", []))
     report(0.4, "naming the vertebrae")
     with timer("label"):
         bodies, discs = _mask(sag_labels, 1), _mask(sag_labels, 2)
@@ -182,7 +188,8 @@ def analyze_study(study: Any, models: dict[str, Any], *, device: str = "cpu", pr
         ax_net, ax_grid, ax_meta = models["axial"]
         report(0.55, f"segmenting {len(study.axial_t2)} axial stack(s)")
         with timer("segment_axial"):
-            axial_labels = [segment_series(ax_net, stack, ax_grid, "axial", device=device) for stack in study.axial_t2]
+            axial_labels = [segment_series(ax_net, stack, ax_grid, "axial", device=device,
+                                           features=features.setdefault("axial", [])) for stack in study.axial_t2]
     report(0.85, "finding the disc levels")
     with timer("levels"):
         levels = disc_levels(found, disc_mask, labelmap, list(study.axial_t2))
@@ -204,8 +211,12 @@ def analyze_study(study: Any, models: dict[str, Any], *, device: str = "cpu", pr
     names = [v["name"] for v in vertebrae]
     report(0.9, "assessing the findings")
     assessed = assess_findings(study, vertebrae, level_entries, labelmap, axial_labels, classifiers, device=device,
-                               timer=timer)
+                               timer=timer, features=features)
     result["warnings"].extend(assessed["warnings"])
+    metadata = {"sagittal": meta, "axial": models["axial"][2] if study.axial_t2 else {},
+                **{key: loaded.metadata for key, loaded in classifiers.items() if loaded is not None}}
+    distribution, distribution_warnings = training_distribution(metadata, features)
+    result["warnings"].extend(distribution_warnings)
     if not study.axial_t2:
         result["warnings"].append("no axial T2 series: herniation, PLL and LF thickening are not assessed")
     result.update({
@@ -214,6 +225,7 @@ def analyze_study(study: Any, models: dict[str, Any], *, device: str = "cpu", pr
                       if vertebrae else "no vertebra found"),
         "level_identified": bool(is_c2), "level_identification": why,
         "vertebrae": vertebrae, "levels": level_entries, "alignment": assessed["alignment"],
+        "training_distribution": distribution,
         "segmentation": {"sagittal_series": sagittal.meta.get("series_instance_uid"),
                          "classes_sagittal": list(sag_labels.meta["segment_names"].values()),
                          "axial_stacks": len(axial_labels)},

@@ -222,6 +222,51 @@ def _next_version(version: str) -> str:
     return f"{parts[0]}.{parts[1] + 1}.0"
 
 
+SUMMARY_SERIES = 80
+"""At most this many training series (drawn with the recipe's seed) give the
+training-distribution summary's slices."""
+
+
+def segmentation_summary(network: torch.nn.Module, train: Sequence[SegCase], val: Sequence[SegCase], plane: str,
+                         grid: SliceGrid, seed: int = 0) -> dict[str, Any]:
+    """The bundle's ``training_distribution`` (:func:`mskai.distribution.fit_summary`): the
+    early-stage features (:func:`mskai.cervical.segmentation.unet_stages`) of every slice of
+    the training series (at most :data:`SUMMARY_SERIES`), the threshold from the validation
+    series' slices."""
+    from mskai.distribution import features_of, fit_summary
+    from mskai.io import read_image
+
+    def features(cases: Sequence[SegCase]) -> np.ndarray:
+        rows: list = []
+        for case in progress(list(cases), desc=f"{plane} training-distribution features", unit="series"):
+            segment_series(network, read_image(case.image), grid, plane, features=rows)
+        return features_of(rows)
+
+    chosen = list(train)
+    if len(chosen) > SUMMARY_SERIES:
+        picks = np.random.default_rng(seed).choice(len(chosen), SUMMARY_SERIES, replace=False)
+        chosen = [chosen[i] for i in sorted(picks)]
+    summary = fit_summary(features(chosen), features(val), unit="slice")
+    summary["features"] = "mean activations of the U-Net's first two encoder stages"
+    return summary
+
+
+def add_segmentation_summary(bundle_dir: str | os.PathLike, data: str | os.PathLike) -> dict[str, Any]:
+    """Add the training-distribution summary to an existing segmentation bundle made before it
+    existed, from its dataset's train and val series of its plane (weights unchanged)."""
+    from mskai.bundles import load_bundle
+    from mskai.distribution import store_summary
+
+    plane = str(load_bundle(bundle_dir).metadata.get("component", "")).replace("segmentation-", "")
+    network, grid, _ = load_segmenter(str(bundle_dir), plane)
+    _, cases = read_seg_dataset(data)
+    summary = segmentation_summary(network, [c for c in cases if c.plane == plane and c.split == "train"],
+                                   [c for c in cases if c.plane == plane and c.split == "val"], plane, grid)
+    store_summary(bundle_dir, summary)
+    log(f"{bundle_dir}: training distribution of {summary['n_train']} slices, threshold {summary['threshold']}")
+    return summary
+
+
 def train_segmentation(data: str | os.PathLike, recipe: str, output_dir: str | os.PathLike, *, plane: str,
                        device: str = "auto", resume: bool = False, from_bundle: Any = None) -> dict[str, Any]:
     """Train (or with ``from_bundle`` fine-tune) the ``plane`` segmentation network; the bundle goes
@@ -269,6 +314,7 @@ def train_segmentation(data: str | os.PathLike, recipe: str, output_dir: str | o
                       "new": {"version": version, "dice": dice}}
         (output / "comparison.json").write_text(json.dumps(comparison, indent=2) + "\n", encoding="utf-8")
     bundle_dir = output / "bundle"
+    summary = segmentation_summary(network, train, val, plane, grid, seed=chosen.seed) if context.is_main else None
     if context.is_main:
         save_segmenter_bundle(bundle_dir, network, plane=plane, unet=unet, grid=grid, bundle_id=bundle_id,
                               version=version, demo=chosen.demo if old is None else bool(old[2].get("demo")),
@@ -278,6 +324,7 @@ def train_segmentation(data: str | os.PathLike, recipe: str, output_dir: str | o
                               training_data={"dataset": csv_path.name, "train_series": len(train),
                                              "val_series": len(val), "recipe": chosen.name,
                                              "fine_tuned_from": None if old is None else old[2]["info"]},
+                              training_distribution=summary,
                               intended_use=("demonstration of CervicalMR segmentation on synthetic phantoms; "
                                             "not for clinical use") if chosen.demo else
                               "research use: cervical spine MR segmentation for a radiologist's review")

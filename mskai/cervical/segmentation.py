@@ -75,6 +75,13 @@ def build_segmenter(plane: str, unet: Mapping[str, Any] | None = None) -> nn.Mod
         raise ModelError(f"bad CervicalMR U-Net arguments {args}: {error}") from None
 
 
+def unet_stages(unet: nn.Module) -> list[nn.Module]:
+    """The first two encoder stages of a MONAI ``UNet`` (their outputs' means are the
+    training-distribution check's features, :class:`mskai.distribution.StageMeans`)."""
+    model = unet.model
+    return [model[0], model[1].submodule[0]]
+
+
 def intensity_scale(array: np.ndarray) -> tuple[float, float]:
     """The series' automatic window: its 1st and 99.5th percentiles (finite voxels)."""
     values = array[np.isfinite(array)]
@@ -132,17 +139,26 @@ def series_tensor(image: Image, grid: SliceGrid) -> torch.Tensor:
 
 
 def segment_series(network: nn.Module, image: Image, grid: SliceGrid, plane: str, *,
-                   device: torch.device | str = "cpu", batch: int = 8) -> Image:
-    """The labelmap of a series (its own grid, ``meta["segment_names"]``)."""
+                   device: torch.device | str = "cpu", batch: int = 8, features: list | None = None) -> Image:
+    """The labelmap of a series (its own grid, ``meta["segment_names"]``); with ``features``
+    (a list) the per-slice training-distribution features (:func:`unet_stages`) are appended
+    to it as one (slices, D) array, from the same pass."""
+    from contextlib import nullcontext
+
+    from mskai.distribution import StageMeans
+
     tensor = series_tensor(image, grid)
     labels = np.zeros(image.shape, dtype=np.uint8)
     network.eval()
-    with torch.inference_mode():
+    recorder = StageMeans(unet_stages(network)) if features is not None else None
+    with torch.inference_mode(), (recorder if recorder is not None else nullcontext()):
         for start in range(0, tensor.shape[0], batch):
             probs = torch.softmax(network(tensor[start:start + batch].to(device)).float(), dim=1).cpu().numpy()
             for offset, slice_probs in enumerate(probs):
                 k = start + offset
                 labels[k] = grid_to_slice(image, k, grid, slice_probs).argmax(axis=0).astype(np.uint8)
+    if recorder is not None:
+        features.append(recorder.take())
     names = {index: name for index, name in enumerate(CLASSES[plane]) if index}
     return image.with_array(labels, meta={**image.meta, "kind": "labelmap", "segment_names": names}, warnings=[])
 
