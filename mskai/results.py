@@ -46,6 +46,34 @@ class StageTimer:
         return d
 
 
+def model_is_demo(model: Mapping[str, Any]) -> bool:
+    """Whether a result's ``model`` block, or any of its parts (WristQC's networks, CervicalMR's
+    seven bundles), is a demonstration model."""
+    return bool(model.get("demo")) or any(isinstance(part, Mapping) and model_is_demo(part) for part in model.values())
+
+
+def model_disclaimers(result: Mapping[str, Any]) -> list[str]:
+    """The disclaimers of a result's demonstration model (its own and its parts', once each;
+    the standard one when no part carries it); empty when no part is a demonstration model."""
+    from mskai import DEMO_DISCLAIMER
+
+    model = result.get("model")
+    if not isinstance(model, Mapping) or not model_is_demo(model):
+        return []
+    found: list[str] = []
+
+    def visit(value: Mapping[str, Any]) -> None:
+        text = value.get("disclaimer")
+        if text and str(text) not in found:
+            found.append(str(text))
+        for part in value.values():
+            if isinstance(part, Mapping):
+                visit(part)
+
+    visit(model)
+    return found or [DEMO_DISCLAIMER]
+
+
 def new_result(task: str, image: Image | None = None, model: dict | None = None) -> dict[str, Any]:
     """A result skeleton with every required key; warnings met while reading are carried over."""
     return {

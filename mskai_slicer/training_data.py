@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any, Mapping
 
-from mskai import DEMO_DISCLAIMER
 
 NO_SUMMARY_TEXT = "unknown: the bundle has no summary of its training data"
 NOT_RELIABLE = "the verdict is not reliable"
@@ -68,29 +67,11 @@ def block_text(block: Mapping[str, Any] | None, *, detail: bool = True) -> str:
     return f"UNLIKE the model's training data{where}: {NOT_RELIABLE}"
 
 
-def _is_demo(model: Mapping[str, Any]) -> bool:
-    """Whether the model, or any of its parts (WristQC's networks, CervicalMR's planes), is a demonstration model."""
-    return bool(model.get("demo")) or any(isinstance(part, Mapping) and _is_demo(part) for part in model.values())
-
-
 def disclaimers(result: Mapping[str, Any]) -> list[str]:
-    """The disclaimers of a demonstration model (its own and its parts', once each);
-    empty for a model that is not one."""
-    model = result.get("model")
-    if not isinstance(model, Mapping) or not _is_demo(model):
-        return []
-    found: list[str] = []
+    """The disclaimers of a demonstration model (:func:`mskai.results.model_disclaimers`)."""
+    from mskai.results import model_disclaimers
 
-    def visit(value: Mapping[str, Any]) -> None:
-        text = value.get("disclaimer")
-        if text and str(text) not in found:
-            found.append(str(text))
-        for part in value.values():
-            if isinstance(part, Mapping):
-                visit(part)
-
-    visit(model)
-    return found or [DEMO_DISCLAIMER]
+    return model_disclaimers(result)
 
 
 def training_data_rows(result: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -282,15 +282,11 @@ class LoadedClassifier:
 def load_classifier(bundle: Any, finding: str, device: str | torch.device = "cpu") -> LoadedClassifier:
     """A finding classifier bundle (None: the shipped demo bundle)."""
     from mskai import bundles
+    from mskai.cervical.segmentation import cervical_bundle
 
     if finding not in FINDINGS:
         raise InputError(f"unknown CervicalMR finding {finding!r}; one of {', '.join(FINDINGS)}")
-    if bundle is None:
-        bundle = bundles.load_bundle(BUNDLE_IDS[finding])
-    elif not isinstance(bundle, bundles.Bundle):
-        bundle = bundles.load_bundle(bundle)
-    if bundle.task != "cervical" or bundle.metadata.get("component") != f"classifier-{finding}":
-        raise ModelError(f"model bundle {bundle.label} is not a CervicalMR {finding} classifier bundle")
+    bundle = cervical_bundle(bundle, BUNDLE_IDS[finding], f"classifier-{finding}", f"{finding} classifier")
     network = build_classifier(finding, bundle.metadata["architecture"]["args"])
     bundles.load_weights(network, bundle, device)
     metadata = dict(bundle.metadata, info=bundle.info())

@@ -587,20 +587,10 @@ def key_images(result: Mapping[str, Any], *, sagittal: Image | None, vertebra_la
 # --------------------------------------------------------------------------- HTML and PDF
 
 def disclaimers(result: Mapping[str, Any]) -> list[str]:
-    """The models' disclaimers (``model["disclaimer"]`` or any nested model's), once each."""
-    found: list[str] = []
+    """The demonstration models' disclaimers (:func:`mskai.results.model_disclaimers`)."""
+    from mskai.results import model_disclaimers
 
-    def visit(value: Any) -> None:
-        if isinstance(value, Mapping):
-            text = value.get("disclaimer")
-            if text and str(text) not in found:
-                found.append(str(text))
-            for item in value.values():
-                if isinstance(item, Mapping):
-                    visit(item)
-
-    visit(result.get("model") or {})
-    return found
+    return model_disclaimers(result)
 
 
 def _model_text(result: Mapping[str, Any]) -> str:

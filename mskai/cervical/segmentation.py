@@ -178,16 +178,25 @@ def save_segmenter_bundle(folder: str | Path, network: nn.Module, *, plane: str,
     return create_bundle(folder, meta, network.state_dict(), fp16=fp16)
 
 
+def cervical_bundle(bundle: Any, default_id: str, component: str, what: str) -> Any:
+    """A loaded CervicalMR bundle of ``component`` (``bundle``: a Bundle, a folder or id, or None
+    for ``default_id``); ModelError naming ``what`` when it is another kind of bundle."""
+    from mskai import bundles
+
+    if bundle is None:
+        bundle = bundles.load_bundle(default_id)
+    elif not isinstance(bundle, bundles.Bundle):
+        bundle = bundles.load_bundle(bundle)
+    if bundle.task != "cervical" or bundle.metadata.get("component") != component:
+        raise ModelError(f"model bundle {bundle.label} is not a CervicalMR {what} bundle")
+    return bundle
+
+
 def load_segmenter(bundle: Any, plane: str, device: str | torch.device = "cpu") -> tuple[nn.Module, SliceGrid, dict]:
     """``(network, grid, metadata)`` of a segmentation bundle (None: the shipped demo bundle)."""
     from mskai import bundles
 
-    if bundle is None:
-        bundle = bundles.load_bundle(BUNDLE_IDS[plane])
-    elif not isinstance(bundle, bundles.Bundle):
-        bundle = bundles.load_bundle(bundle)
-    if bundle.task != "cervical" or bundle.metadata.get("component") != f"segmentation-{plane}":
-        raise ModelError(f"model bundle {bundle.label} is not a CervicalMR {plane} segmentation bundle")
+    bundle = cervical_bundle(bundle, BUNDLE_IDS[plane], f"segmentation-{plane}", f"{plane} segmentation")
     network = build_segmenter(plane, bundle.metadata["architecture"]["args"])
     bundles.load_weights(network, bundle, device)
     spec = bundle.metadata["input"]
