@@ -484,3 +484,30 @@ def test_load_weights_refuses_a_damaged_weights_file(places):
         handle.write(b"\0\0\0\0")
     with pytest.raises(ModelError, match=CHECKSUM_MESSAGE.format(label=r"wrist-test@1\.0\.0")):
         load_weights(tiny_network(), bundle)
+
+
+def test_ship_bundle_copies_verifies_and_registers_keeping_the_other_entries(places):
+    from mskai.bundles import ship_bundle
+
+    registry = places["models"] / "registry.json"
+    registry.write_text(json.dumps({"schema_version": 1, "bundles": [
+        {"id": "zz-other", "version": "1.0.0", "task": "wrist", "path": "zz-other", "sha256": "0" * 64}]}))
+    create_bundle(places["work"] / "trained", metadata("wrist-shipped", "1.2.0"), tiny_state_dict())
+    bundle = ship_bundle(places["work"] / "trained", "wrist-shipped", "a test bundle (demo)")
+    assert (places["models"] / "wrist-shipped" / "model.safetensors").is_file()
+    entries = json.loads(registry.read_text())["bundles"]
+    assert [e["id"] for e in entries] == ["wrist-shipped", "zz-other"]
+    assert entries[0] == {"id": "wrist-shipped", "version": "1.2.0", "task": "wrist", "path": "wrist-shipped",
+                          "sha256": bundle.weights[0]["sha256"], "description": "a test bundle (demo)"}
+    assert load_bundle("wrist-shipped").version == "1.2.0"
+    # Shipping again replaces the folder and the entry, never duplicates it.
+    create_bundle(places["work"] / "trained2", metadata("wrist-shipped", "1.3.0"), tiny_state_dict(1))
+    ship_bundle(places["work"] / "trained2", "wrist-shipped", "a test bundle (demo)")
+    entries = json.loads(registry.read_text())["bundles"]
+    assert [e["version"] for e in entries if e["id"] == "wrist-shipped"] == ["1.3.0"]
+    # A damaged bundle is refused before it is registered.
+    create_bundle(places["work"] / "bad", metadata("wrist-bad"), tiny_state_dict())
+    (places["work"] / "bad" / "model.safetensors").write_bytes(b"damaged")
+    with pytest.raises(ModelError):
+        ship_bundle(places["work"] / "bad", "wrist-bad", "broken")
+    assert "wrist-bad" not in [e["id"] for e in json.loads(registry.read_text())["bundles"]]

@@ -39,29 +39,10 @@ for PLANE in sagittal axial; do
 done
 
 echo "== 3. install and register the bundles"
-"$PYTHON" - "$WORK" <<'PY'
-import json, shutil, sys
-from pathlib import Path
-
-from mskai.bundles import load_bundle, registry_path
-
-work = Path(sys.argv[1])
-path = registry_path()
-registry = json.loads(path.read_text(encoding="utf-8"))
-for plane, folder in (("sagittal", "cervical-sag-seg-demo"), ("axial", "cervical-ax-seg-demo")):
-    target = Path("Resources/Models") / folder
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(work / f"train-{plane}" / "bundle", target)
-    bundle = load_bundle(target)
-    bundle.verify()
-    registry["bundles"] = [e for e in registry["bundles"] if e["id"] != bundle.id] + [
-        {"id": bundle.id, "version": bundle.version, "task": bundle.task, "path": folder,
-         "sha256": bundle.weights[0]["sha256"],
-         "description": f"CervicalMR {plane} segmentation U-Net (demo, synthetic data; not for clinical use)"}]
-    print(f"registered {bundle.label} sha256 {bundle.weights[0]['sha256']}")
-registry["bundles"] = sorted(registry["bundles"], key=lambda e: e["id"])
-path.write_text(json.dumps(registry, indent=2) + "\n", encoding="utf-8")
-PY
+"$PYTHON" -c "from mskai.bundles import ship_bundle
+for plane, folder in (('sagittal', 'cervical-sag-seg-demo'), ('axial', 'cervical-ax-seg-demo')):
+    ship_bundle('$WORK/train-' + plane + '/bundle', folder,
+                'CervicalMR ' + plane + ' segmentation U-Net (demo, synthetic data; not for clinical use)')"
 
 echo "== 4. 40 fresh studies (seed 801) and the evaluation -> $WORK/eval"
 "$PYTHON" -c "from mskai.cervical.phantoms import make_cervical_seg_dataset; \

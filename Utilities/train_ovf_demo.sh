@@ -58,25 +58,8 @@ echo "== 2. training with the demo recipe -> $WORK/train"
     --output "$WORK/train" --device cpu
 
 echo "== 3. install the bundle in Resources/Models/ovf-demo and register it"
-rm -rf Resources/Models/ovf-demo
-cp -r "$WORK/train/bundle" Resources/Models/ovf-demo
-"$PYTHON" - <<'EOF'
-import json
-from pathlib import Path
-
-from mskai.bundles import load_bundle, registry_path
-
-bundle = load_bundle("Resources/Models/ovf-demo")
-bundle.verify()
-path = registry_path()
-registry = json.loads(path.read_text(encoding="utf-8"))
-entries = [e for e in registry["bundles"] if e["id"] != bundle.id]
-entries.append({"id": bundle.id, "version": bundle.version, "task": bundle.task,
-                "path": "ovf-demo", "sha256": bundle.weights[0]["sha256"]})
-registry["bundles"] = sorted(entries, key=lambda e: e["id"])
-path.write_text(json.dumps(registry, indent=2) + "\n", encoding="utf-8")
-print(f"registered {bundle.label} sha256 {bundle.weights[0]['sha256']}")
-EOF
+"$PYTHON" -c "from mskai.bundles import ship_bundle; ship_bundle('$WORK/train/bundle', 'ovf-demo', \
+'SpineOVF CNN + LSTM (demo, synthetic data; not for clinical use)')"
 
 echo "== 4. 100 fresh phantoms (seed $TEST_SEED) and the evaluation -> $WORK/eval"
 "$PYTHON" -c "from mskai.ovf.phantoms import make_ovf_dataset; \

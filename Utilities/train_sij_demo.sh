@@ -30,25 +30,8 @@ echo "== 2. training with the demo recipe -> $WORK/train"
     --output "$WORK/train" --device cpu
 
 echo "== 3. install the bundle in Resources/Models/sij-demo and register it"
-rm -rf Resources/Models/sij-demo
-cp -r "$WORK/train/bundle" Resources/Models/sij-demo
-"$PYTHON" - <<'PY'
-import json
-
-from mskai.bundles import load_bundle, registry_path
-
-bundle = load_bundle("Resources/Models/sij-demo")
-bundle.verify()
-path = registry_path()
-registry = json.loads(path.read_text(encoding="utf-8"))
-entries = [e for e in registry["bundles"] if e["id"] != bundle.id]
-entries.append({"id": bundle.id, "version": bundle.version, "task": bundle.task, "path": "sij-demo",
-                "sha256": bundle.weights[0]["sha256"],
-                "description": "SacroiliitisCT MS-2.5D-Net (demo, synthetic data; not for clinical use)"})
-registry["bundles"] = sorted(entries, key=lambda e: e["id"])
-path.write_text(json.dumps(registry, indent=2) + "\n", encoding="utf-8")
-print(f"registered {bundle.label} sha256 {bundle.weights[0]['sha256']}")
-PY
+"$PYTHON" -c "from mskai.bundles import ship_bundle; ship_bundle('$WORK/train/bundle', 'sij-demo', \
+'SacroiliitisCT MS-2.5D-Net (demo, synthetic data; not for clinical use)')"
 
 echo "== 4. 100 fresh phantoms (seed $TEST_SEED), ranges proposed from the CT -> $WORK/eval"
 "$PYTHON" - "$WORK/test-data" "$TEST_SEED" <<'PY'

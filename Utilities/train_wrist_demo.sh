@@ -50,25 +50,12 @@ from mskai.wrist.training import train_wrist
 train_wrist('$WORK/train', 'demo', '$WORK/run', device='cpu', resume=True)"
 
 # 3. Ship the bundles and register them (other entries of the registry are kept).
-for component in artifact keypoints view; do
-  rm -rf "Resources/Models/wrist-$component-demo"
-  cp -r "$WORK/run/bundles/wrist-$component-demo" Resources/Models/
-done
-"$PYTHON" - <<'EOF'
-import json
-from pathlib import Path
-
-registry_path = Path("Resources/Models/registry.json")
-registry = json.loads(registry_path.read_text())
-for component in ("artifact", "keypoints", "view"):
-    folder = f"wrist-{component}-demo"
-    metadata = json.loads((registry_path.parent / folder / "metadata.json").read_text())
-    entry = {"id": metadata["id"], "version": metadata["version"], "task": metadata["task"],
-             "path": folder, "sha256": metadata["weights"][0]["sha256"],
-             "description": metadata["name"] + " (demo, synthetic data; not for clinical use)"}
-    registry["bundles"] = [e for e in registry["bundles"] if e["id"] != entry["id"]] + [entry]
-registry_path.write_text(json.dumps(registry, indent=2) + "\n")
-EOF
+"$PYTHON" -c "import json
+from mskai.bundles import ship_bundle
+for component in ('artifact', 'keypoints', 'view'):
+    source = '$WORK/run/bundles/wrist-' + component + '-demo'
+    name = json.load(open(source + '/metadata.json'))['name']
+    ship_bundle(source, 'wrist-' + component + '-demo', name + ' (demo, synthetic data; not for clinical use)')"
 
 # 4. Evaluate the shipped bundles on 200 fresh phantoms (tables printed, files in $WORK/eval).
 "$PYTHON" -c "

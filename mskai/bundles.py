@@ -60,6 +60,30 @@ def registry_path() -> Path:
     return paths.resources_dir() / "Models" / "registry.json"
 
 
+def ship_bundle(source: str | Path, folder: str, description: str) -> "Bundle":
+    """Copy a trained bundle into the shipped models (``Resources/Models/<folder>``, replacing
+    what is there), verify its weights and register it in :func:`registry_path` (its entry
+    replaced, the others kept, sorted by id): what the ``Utilities/train_*_demo.sh`` scripts do
+    with the bundles they train."""
+    import shutil
+
+    target = registry_path().parent / folder
+    if Path(source).resolve() != target.resolve():
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source, target)
+    bundle = load_bundle(target)
+    bundle.verify()
+    path = registry_path()
+    registry = json.loads(path.read_text(encoding="utf-8"))
+    entries = [e for e in registry["bundles"] if e["id"] != bundle.id]
+    entries.append({"id": bundle.id, "version": bundle.version, "task": bundle.task, "path": folder,
+                    "sha256": bundle.weights[0]["sha256"], "description": description})
+    registry["bundles"] = sorted(entries, key=lambda e: e["id"])
+    path.write_text(json.dumps(registry, indent=2) + "\n", encoding="utf-8")
+    print(f"registered {bundle.label} sha256 {bundle.weights[0]['sha256']}")
+    return bundle
+
+
 def installed_models_dir() -> Path:
     """Where :func:`install_bundle` puts bundles: ``mskai_home()/models``."""
     return paths.mskai_home() / "models"
