@@ -357,3 +357,30 @@ def test_a_level_without_a_slice_and_a_result_without_levels_still_report(case, 
     page = (tmp_path / "b" / "report.html").read_text(encoding="utf-8")
     assert page.count("data:image/png;base64,") == 1 and "no finding" in page and "lordosis C2-C7" in page
     assert (tmp_path / "b" / "report.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_the_training_data_check_is_in_both_reports(case, tmp_path):
+    _, result, inputs = case
+    out_block = {"distance": 12.5, "threshold": 7.9, "in_distribution": False, "component": "sagittal",
+                 "out_of_distribution": ["sagittal"],
+                 "components": {"sagittal": {"distance": 12.5, "threshold": 7.9, "in_distribution": False,
+                                             "fraction_out": 0.8, "n": 12, "unit": "slice"},
+                                "herniation": {"distance": 5.0, "threshold": 8.1, "in_distribution": True}}}
+    unlike = dict(result, training_distribution=out_block)
+    lines = report.training_data_lines(unlike)
+    assert lines[0].startswith("the study is UNLIKE the model's training data (sagittal: distance 12.5 > 7.9")
+    assert lines[1].startswith("sagittal segmentation network: UNLIKE") and "80% of its slices out" in lines[1]
+    assert lines[2] == "herniation classifier: like the model's training data (distance 5.0 ≤ 8.1)"
+    report.write_reports(unlike, output_dir=tmp_path, **inputs)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<h2>Training data</h2><ul class=warn>" in page
+    for line in lines:
+        assert html.escape(line) in page
+    assert report.training_data_lines(result) == []  # no check in the result: no section
+    assert "<h2>Training data</h2>" not in report.html_report(result, [])
+    in_block = {"distance": 5.0, "threshold": 8.0, "in_distribution": True}
+    assert report.training_data_lines(dict(result, training_distribution=in_block)) == [
+        "the study is like the model's training data (distance 5.0 ≤ 8.0)"]
+    pages = report.pdf_pages(unlike, [])
+    texts = [t.get_text() for page in pages for t in page.findobj(lambda a: hasattr(a, "get_text"))]
+    assert "Training data" in texts and any(lines[0][:40] in t for t in texts)

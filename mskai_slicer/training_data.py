@@ -22,49 +22,15 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any, Mapping
 
+from mskai.distribution import NO_SUMMARY_TEXT, block_text
 
-NO_SUMMARY_TEXT = "unknown: the bundle has no summary of its training data"
-NOT_RELIABLE = "the verdict is not reliable"
+__all__ = ["NO_SUMMARY_TEXT", "block_text", "disclaimers", "training_data_rows", "disclaimer_rows", "training_data_note",
+           "training_data_html"]
+
+
 OUT_COLOUR = "#c62828"
 UNKNOWN_COLOUR = "#808080"
 DISCLAIMER_COLOUR = "#b71c1c"
-
-
-def _figures(block: Mapping[str, Any], *, fraction: bool) -> str:
-    """``"distance 7.4 ≤ 8.2"`` (``>`` when out), with the share of units out when
-    ``fraction`` and the input is out (a single unit's share says nothing)."""
-    distance, threshold = block.get("distance"), block.get("threshold")
-    if distance is None or threshold is None:
-        return ""
-    sign = "≤" if block.get("in_distribution") else ">"
-    text = f"distance {float(distance):.1f} {sign} {float(threshold):.1f}"
-    share = block.get("fraction_out")
-    if fraction and share and not block.get("in_distribution") and block.get("n") != 1:
-        text += f"; {float(share):.0%} of its {block.get('unit') or 'unit'}s out"
-    return text
-
-
-def block_text(block: Mapping[str, Any] | None, *, detail: bool = True) -> str:
-    """One ``training_distribution`` block (or a component's) in words:
-    ``"like the model's training data (distance 7.4 ≤ 8.2)"``,
-    ``"UNLIKE the model's training data (distance 10.4 > 8.2): the verdict is not reliable"``,
-    or :data:`NO_SUMMARY_TEXT` (naming the networks whose bundles have none).
-    ``detail`` adds the share of units out; the block's ``component`` (the network
-    farthest from its training data relative to its threshold) is named."""
-    block = block or {}
-    state = block.get("in_distribution")
-    if state is None:
-        missing = [name for name, part in (block.get("components") or {}).items()
-                   if (part or {}).get("in_distribution") is None]
-        return f"unknown: a bundle has no summary of its training data ({', '.join(missing)})" if missing \
-            else NO_SUMMARY_TEXT
-    figures = _figures(block, fraction=detail)
-    if figures and block.get("component"):
-        figures = f"{block['component']}: {figures}"
-    where = f" ({figures})" if figures else ""
-    if state:
-        return f"like the model's training data{where}"
-    return f"UNLIKE the model's training data{where}: {NOT_RELIABLE}"
 
 
 def disclaimers(result: Mapping[str, Any]) -> list[str]:

@@ -618,6 +618,22 @@ def _about(result: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def training_data_lines(result: Mapping[str, Any]) -> list[str]:
+    """Whether the study looks like the networks' training data (issue 14), in words
+    (:func:`mskai.distribution.block_text`): the overall line, then one per network; empty
+    when the result has no check."""
+    from mskai.cervical.findings import NETWORK_LABELS
+    from mskai.distribution import block_text
+
+    block = result.get("training_distribution")
+    if not isinstance(block, Mapping):
+        return []
+    lines = [f"the study is {block_text(block)}" if block.get("in_distribution") is not None else block_text(block)]
+    for name, part in (block.get("components") or {}).items():
+        lines.append(f"{NETWORK_LABELS.get(name, name)}: {block_text(part, detail=True)}")
+    return lines
+
+
 def _verdict(result: Mapping[str, Any]) -> str:
     return str(result.get("verdict") or "no finding")
 
@@ -641,6 +657,10 @@ def html_report(result: Mapping[str, Any], images: Sequence[tuple[KeyImage, byte
     verdict = _verdict(result)
     notes = "".join(f"<p class=warn><b>{esc(text)}</b></p>" for text in disclaimers(result))
     warnings = "".join(f"<li>{esc(w)}</li>" for w in result.get("warnings") or []) or "<li>none</li>"
+    lines = training_data_lines(result)
+    unlike = (result.get("training_distribution") or {}).get("in_distribution") is False
+    training = (f"<h2>Training data</h2><ul{' class=warn' if unlike else ''}>"
+                + "".join(f"<li>{esc(line)}</li>" for line in lines) + "</ul>") if lines else ""
     figures = "".join(f"<figure><img alt='{esc(image.title)}' width={image.rgb.shape[1]} "
                       f"src='{reports.data_uri(png)}'><figcaption>{esc(image.caption)}</figcaption></figure>"
                       for image, png in images) or "<p>no key image</p>"
@@ -654,6 +674,7 @@ def html_report(result: Mapping[str, Any], images: Sequence[tuple[KeyImage, byte
 <h1>CervicalMR: {esc(verdict)}</h1>
 <p>{esc(_about(result))}</p>
 {notes}
+{training}
 <h2>Warnings</h2><ul class=warn>{warnings}</ul>
 <h2>Key images</h2>
 {figures}
@@ -675,6 +696,9 @@ def pdf_pages(result: Mapping[str, Any], images: Sequence[KeyImage]) -> list[Fig
     flow.paragraph(_about(result))
     flow.gap(0.1)
     flow.section("Disclaimer", disclaimers(result), colour="#b71c1c")
+    if training_data_lines(result):
+        unlike = (result.get("training_distribution") or {}).get("in_distribution") is False
+        flow.section("Training data", training_data_lines(result), colour="#b71c1c" if unlike else "#222222")
     flow.section("Warnings", [str(w) for w in result.get("warnings") or []] or ["none"], colour="#b71c1c")
     sagittal = [(image.rgb, image.caption) for image in images if image.kind == "sagittal"]
     axial = [(image.rgb, image.caption) for image in images if image.kind != "sagittal"]
