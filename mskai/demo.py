@@ -86,7 +86,9 @@ def run_demo(output_dir: str | Path, task: str | None = None, device: str = "aut
 
     output_dir = check_output_folder(output_dir)
     if task is not None:
-        return get_task(task).demo(output_dir / task, device=device)
+        task_result = get_task(task).demo(output_dir / task, device=device)
+        log(f"{task}: {task_result.get('verdict', 'ok')} -> {output_dir / task}")
+        return task_result
     summary: dict[str, Any] = {}
     with replace_folder(output_dir / "io-geometry", announce=log) as work:  # the whole result, or the one before
         result = run_io_geometry_demo(work)

@@ -368,7 +368,10 @@ class Task:
 
     def demo_case(self, name: str) -> dict[str, Path]:
         """The files of demo case ``name`` (:attr:`demo_cases`), generated once into
-        the user cache."""
+        the user cache, in a folder named by the case, its seed and a digest of its options
+        (a case whose definition changes is generated anew, never read stale)."""
+        import hashlib
+
         from mskai.paths import cache_dir
         from mskai.progress import log
 
@@ -376,8 +379,9 @@ class Task:
         if case is None:
             raise InputError(f"{self.name} has no demo case {name!r}; "
                              f"choose one of {', '.join(c.name for c in self.demo_cases)}")
+        digest = hashlib.sha256(json.dumps(case.options, sort_keys=True, default=str).encode()).hexdigest()[:8]
         folder = cache_dir("samples", self.demo_samples_version or f"{self.name}-phantoms-v1",
-                           f"{case.name}-{case.seed}")
+                           f"{case.name}-{case.seed}-{digest}")
         index = folder / "files.json"
         if index.is_file():
             files = {key: Path(value) for key, value in json.loads(index.read_text(encoding="utf-8")).items()}

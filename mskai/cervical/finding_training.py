@@ -12,8 +12,8 @@ LF are taken from it by name as in :mod:`mskai.cervical.seg_training`).  Annotat
 made in Slicer and exported train as they are; :func:`make_cervical_findings_dataset`
 writes the same format from phantoms with known findings (labels from the truth: a
 herniation is a protrusion of at least 5 mm, a bulge is negative; PLL thicker than 2 mm,
-LF thicker than 3 mm; the slices are those whose plane crosses the disc; the axial mask
-channel from the shipped axial segmentation network, as at analysis).
+LF thicker than 3 mm; the slices are those whose plane crosses the disc; the mask channel
+from the shipped segmentation networks, as at analysis).
 
 Every series is read once and every row's input cut (:mod:`mskai.cervical.classifiers`)
 before training; a row whose vertebra is not in its label map, or (listhesis) has no
@@ -426,32 +426,48 @@ def evaluate_findings(data: str | os.PathLike, model: Any, output_dir: str | os.
 
 # ============================================================================ phantom dataset
 
+def _labelmap_file(labels: Any, path: Path) -> Path:
+    """A labelmap as NIfTI with its names beside it (``<stem>.json``)."""
+    from mskai.phantoms import write_nifti
+
+    written = write_nifti(labels, path)
+    names = labels.meta.get("segment_names") or {}
+    path.with_name(path.name.replace(".nii.gz", ".json")).write_text(
+        json.dumps({str(k): v for k, v in names.items()}) + "\n")
+    return written
+
+
 def make_cervical_findings_dataset(folder: str | Path, n_studies: int, seed: int, *,
                                    split: tuple[float, float, float] = (0.7, 0.15, 0.15), size: str = "small",
-                                   axial_masks: Any = "predicted", show_progress: bool = True) -> dict[str, Path]:
-    """Write ``n_studies`` phantom studies (NIfTI, ``folder/studies/<id>/``, with a vertebra-only
-    label map ``labels/vertebrae.nii.gz``) and the five classifiers' CSVs in the annotation
-    export's format (labels from the truth; see the module docstring).  Axial modes parallel,
-    per disc and oblique in about 40/30/30 %; splits stratified by mode.
+                                   masks: str = "predicted", show_progress: bool = True) -> dict[str, Path]:
+    """Write ``n_studies`` phantom studies (NIfTI, ``folder/studies/<id>/``) and the five
+    classifiers' CSVs in the annotation export's format (labels from the truth; see the module
+    docstring).  Axial modes parallel, per disc and oblique in about 40/30/30 %; splits
+    stratified by mode.
 
-    ``axial_masks``: the axial classifiers' mask channel — ``"predicted"`` (default): each
-    axial stack segmented by the shipped axial segmentation bundle (or a bundle given here),
-    written as ``labels/axial_t2_<n>_predicted.nii.gz``, so that the classifiers train on the
-    masks they get at analysis (trained on the phantoms' exact masks, they called a PLL
-    thickened wherever the predicted PLL mask was a little thick); ``"truth"``: the phantoms'
-    own labels.  Returns :func:`~mskai.cervical.annotations.export_dataset`'s
-    ``{finding: csv path}``."""
+    ``masks``: the classifiers' mask channel — ``"predicted"`` (default): the study analysed
+    by the shipped segmentation bundles (:func:`mskai.cervical.pipeline.analyze_study`, no
+    classifier), its vertebra labelmap (``labels/vertebrae_predicted.nii.gz``, vertebrae
+    matched to the truth by name; a study whose C2 is not identified gives no vertebra rows)
+    and axial segmentations (``labels/axial_t2_<n>_predicted.nii.gz``), so that the
+    classifiers train on the masks they get at analysis — trained on the phantoms' exact
+    masks they leaned on details the predicted masks lack (the osteophytes in the body mask,
+    the PLL's exact thickness) and missed or invented findings; ``"truth"``: the phantoms'
+    own labels (``labels/vertebrae.nii.gz`` and the axial labels).  Returns
+    :func:`~mskai.cervical.annotations.export_dataset`'s ``{finding: csv path}``."""
     from mskai.cervical.annotations import export_dataset
     from mskai.cervical.phantoms import AXIAL_MODES, make_cervical_study, write_cervical_study
-    from mskai.phantoms import write_nifti
+    from mskai.cervical.series import CervicalStudyInput
     from mskai.phantoms.datasets import case_seed, split_shares, stratified_splits
 
+    if masks not in ("predicted", "truth"):
+        raise InputError(f"masks must be 'predicted' or 'truth', got {masks!r}")
     folder = Path(folder)
-    segmenter = None
-    if not (isinstance(axial_masks, str) and axial_masks == "truth"):
-        from mskai.cervical.segmentation import load_segmenter
+    models = None
+    if masks == "predicted":
+        from mskai.cervical.task import TASK
 
-        segmenter = load_segmenter(None if axial_masks == "predicted" else axial_masks, "axial")
+        models = TASK.load_model("hyperplasia=none,listhesis=none,herniation=none,pll=none,lf=none", "cpu")
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 9_311])
     modes = rng.choice(AXIAL_MODES, size=n_studies, p=[0.4, 0.3, 0.3])
     splits = stratified_splits(rng, modes, AXIAL_MODES, split_shares(split))
@@ -462,15 +478,32 @@ def make_cervical_findings_dataset(folder: str | Path, n_studies: int, seed: int
         study_id = f"study{index:04d}"
         target = folder / "studies" / study_id
         paths = write_cervical_study(study, target, fmt="nifti")
-        sagittal = study.labels["sag_t1"]
-        vertebra_array = np.where(sagittal.array < 10, sagittal.array, 0).astype(np.uint8)
-        names = {label: name for label, name in sagittal.meta["segment_names"].items() if label < 10}
-        vertebra_path = write_nifti(sagittal.with_array(vertebra_array), target / "labels" / "vertebrae.nii.gz")
-        (target / "labels" / "vertebrae.json").write_text(json.dumps({str(k): v for k, v in names.items()}) + "\n")
         truth = study.truth
-        vertebrae = [{"name": v["name"], "label": v["label"], "hyperplasia": bool(v["hyperplasia"]),
-                      "slip": v["slip"]["direction"] != "none"}
-                     for v in truth["vertebrae"] if v.get("label") and v.get("centroid_mm") is not None]
+        n_stacks = len(study.series["axial_t2"])
+        by_name = {v["name"]: v for v in truth["vertebrae"]}
+        if models is None:
+            sagittal = study.labels["sag_t1"]
+            names = {label: name for label, name in sagittal.meta["segment_names"].items() if label < 10}
+            vertebra_labels = sagittal.with_array(np.where(sagittal.array < 10, sagittal.array, 0).astype(np.uint8),
+                                                  meta={**sagittal.meta, "segment_names": names})
+            vertebra_path = _labelmap_file(vertebra_labels, target / "labels" / "vertebrae.nii.gz")
+            named = [(v["name"], v["label"]) for v in truth["vertebrae"]
+                     if v.get("label") and v.get("centroid_mm") is not None]
+            disc_masks = {str(s): paths[f"axial_t2_{s}_labels"] for s in range(n_stacks)}
+        else:
+            from mskai.cervical.pipeline import analyze_study
+
+            analysis = analyze_study(CervicalStudyInput(sagittal_t1=study.series["sag_t1"],
+                                                        sagittal_t2=study.series["sag_t2"],
+                                                        axial_t2=list(study.series["axial_t2"])), models)
+            vertebra_path = _labelmap_file(analysis.vertebra_labels,
+                                           target / "labels" / "vertebrae_predicted.nii.gz")
+            named = [(v["name"], v["label"]) for v in analysis.result["vertebrae"]
+                     if analysis.result["level_identified"] and v["name"] in by_name]
+            disc_masks = {str(s): _labelmap_file(labels, target / "labels" / f"axial_t2_{s}_predicted.nii.gz")
+                          for s, labels in enumerate(analysis.axial_labels)}
+        vertebrae = [{"name": name, "label": label, "hyperplasia": bool(by_name[name]["hyperplasia"]),
+                      "slip": by_name[name]["slip"]["direction"] != "none"} for name, label in named]
         slices = []
         for level in truth["levels"]:
             disc = level["disc"]
@@ -480,22 +513,10 @@ def make_cervical_findings_dataset(folder: str | Path, n_studies: int, seed: int
                                "herniation_type": (disc["type"] or "").split("_")[0] if disc["finding"] == "herniation"
                                else None,
                                "pll": bool(level["pll"]["thickened"]), "lf": bool(level["lf"]["thickened"])})
-        n_stacks = len(study.series["axial_t2"])
-        masks = {str(s): paths[f"axial_t2_{s}_labels"] for s in range(n_stacks)}
-        if segmenter is not None:
-            from mskai.cervical.segmentation import segment_series
-
-            network, grid, _ = segmenter
-            for s, image in enumerate(study.series["axial_t2"]):
-                predicted = segment_series(network, image, grid, "axial")
-                masks[str(s)] = write_nifti(predicted, target / "labels" / f"axial_t2_{s}_predicted.nii.gz")
-                (target / "labels" / f"axial_t2_{s}_predicted.json").write_text(json.dumps(
-                    {str(k): v for k, v in predicted.meta["segment_names"].items()}) + "\n")
         cases.append({"case_id": study_id, "labels": {"vertebrae": vertebrae, "slices": slices},
                       "sagittal_t1": paths["sag_t1"], "sagittal_t2": paths["sag_t2"], "vertebra_mask": vertebra_path,
                       "axial_series": {str(s): paths[f"axial_t2_{s}"] for s in range(n_stacks)},
-                      "disc_masks": masks,
-                      "split": str(splits[index])})
+                      "disc_masks": disc_masks, "split": str(splits[index])})
     counts = Counter(str(s) for s in splits)
     log(f"{n_studies} phantom studies: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     return export_dataset(cases, folder)
