@@ -9,7 +9,7 @@
 #
 # 1. 240 synthetic cervical MR studies (NIfTI) from seed 710 with random findings, written with the
 #    annotation export's five CSVs (mskai.cervical.finding_training.make_cervical_findings_dataset),
-#    80 % train / 20 % val.
+#    80 % train / 20 % val; the mask channels from the shipped segmentation bundles, as at analysis.
 # 2. `mskai train cervical --stage <finding> --recipe demo` on the CPU, one classifier after the other.
 # 3. The bundles copied to Resources/Models/ and registered (sha256).
 # 4. 60 fresh studies (seed 811, never used in training): `mskai evaluate cervical --stage findings`
@@ -46,30 +46,10 @@ for FINDING in $FINDINGS; do
 done
 
 echo "== 3. install and register the bundles"
-"$PYTHON" - "$WORK" $FINDINGS <<'PY'
-import json, shutil, sys
-from pathlib import Path
-
-from mskai.bundles import load_bundle, registry_path
-
-work = Path(sys.argv[1])
-path = registry_path()
-registry = json.loads(path.read_text(encoding="utf-8"))
-for finding in sys.argv[2:]:
-    folder = f"cervical-{finding}-demo"
-    target = Path("Resources/Models") / folder
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(work / f"train-{finding}" / "bundle", target)
-    bundle = load_bundle(target)
-    bundle.verify()
-    registry["bundles"] = [e for e in registry["bundles"] if e["id"] != bundle.id] + [
-        {"id": bundle.id, "version": bundle.version, "task": bundle.task, "path": folder,
-         "sha256": bundle.weights[0]["sha256"],
-         "description": f"CervicalMR {finding} classifier (demo, synthetic data; not for clinical use)"}]
-    print(f"registered {bundle.label} sha256 {bundle.weights[0]['sha256']}")
-registry["bundles"] = sorted(registry["bundles"], key=lambda e: e["id"])
-path.write_text(json.dumps(registry, indent=2) + "\n", encoding="utf-8")
-PY
+for FINDING in $FINDINGS; do
+  "$PYTHON" -c "from mskai.bundles import ship_bundle; ship_bundle('$WORK/train-$FINDING/bundle', \
+'cervical-$FINDING-demo', 'CervicalMR $FINDING classifier (demo, synthetic data; not for clinical use)')"
+done
 
 echo "== 4. 60 fresh studies (seed 811) and the evaluation -> $WORK/eval"
 if [ ! -f "$WORK/test-data/dataset.json" ]; then
