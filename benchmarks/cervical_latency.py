@@ -6,7 +6,10 @@ Data (written once into ``DIR``, default the mskai cache ``benchmarks/cervical``
 paper-size phantom study ``make_cervical_study(2026, size="paper")`` (sagittal T1 and T2
 of 13-15 slices at 0.5-0.6 mm, one axial T2 stack over C2/3-C7/T1 at 0.45-0.6 mm) as DICOM,
 and the seven paper-size networks with **random weights** (timing does not depend on
-the values, so the findings are meaningless here): the two segmentation U-Nets (channels
+the values, so the findings are meaningless here; and since random weights segment noise,
+the two segmentation networks run for their time but hand on the phantom's own
+segmentation, so that labelling, levels, measurements, the classifiers' inputs and the
+report do the work of a real study): the two segmentation U-Nets (channels
 32-512, 256 px), the two 3D ResNet-18s (32x32x64 and 32x96x96 inputs) and the three 2D
 U-Net classifiers (channels 32-512, 224 px).
 
@@ -52,8 +55,26 @@ from mskai.cervical import classifiers as cls
 from mskai.cervical.segmentation import PAPER_UNET, SliceGrid, build_segmenter
 from mskai.cervical.task import TASK
 
-study, repeats = sys.argv[1], int(sys.argv[2])
+study, repeats, labels_dir = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
 out = {"threads": torch.get_num_threads()}
+
+# The paper-size networks run for their time, but random weights segment noise: what follows
+# them (labelling, levels, measurements, classifiers' inputs, the report) gets the phantom's own
+# segmentation on the same grid, so that it does the work of a real study.
+import numpy as np
+import mskai.cervical.segmentation as segmentation
+from mskai.cervical.seg_training import class_map
+from mskai.labels import read_labelmap
+truth_labels = [read_labelmap(path) for path in sorted(labels_dir.glob("*.nii.gz"))]
+network_segment = segmentation.segment_series
+
+def segment_like_a_trained_network(network, image, grid, plane, **kwargs):
+    predicted = network_segment(network, image, grid, plane, **kwargs)
+    same = next(labels for labels in truth_labels if labels.shape == image.shape
+                and np.allclose(labels.origin, image.origin, atol=0.05))
+    return predicted.with_array(class_map(same, plane))
+
+segmentation.segment_series = segment_like_a_trained_network
 start = time.perf_counter()
 torch.manual_seed(0)
 info = {"id": "random-weights", "version": "0.0.0"}
@@ -103,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-c", _PREPARE, str(args.workdir), str(CASE_SEED)], check=True)
     study = (args.workdir / "case" / "done").read_text().strip()
-    child = subprocess.run([sys.executable, "-c", _MEASURE, study, str(args.repeats)], check=True,
-                           capture_output=True, text=True)
+    child = subprocess.run([sys.executable, "-c", _MEASURE, study, str(args.repeats),
+                            str(args.workdir / "case" / "labels")], check=True, capture_output=True, text=True)
     out = json.loads(child.stdout.strip().splitlines()[-1])
     runs = out["runs"]
     warm = runs[1:] or runs
