@@ -34,8 +34,8 @@ slice (the slice centre when neither is segmented): paper 224x224 pixels.
 ResNet-18 widths 64-512, first convolution 7 with stride 2) with one logit.  The 2D
 "U-Net-based classifier" is a MONAI ``UNet`` (2 input channels, paper widths 32-512)
 whose one output channel is a per-pixel evidence map; the image's logit is that map
-pooled by log-sum-exp (a soft maximum, :data:`LSE_SHARPNESS`), so the map shows where
-the network saw the finding.
+pooled by log-sum-exp (a soft maximum, :data:`LSE_SHARPNESS`): a finding seen anywhere
+on the slice counts (the map itself is not shown yet).
 
 **A level's finding** combines its axial slices: the cutting slices (those whose plane
 crosses the disc) nearest the disc's centre, at most :data:`SLICES_PER_LEVEL`, and the
@@ -325,14 +325,6 @@ def predict(loaded: LoadedClassifier, inputs: Sequence[np.ndarray], *, batch: in
     if recorder is not None:
         features.append(recorder.take())
     return np.concatenate(out)
-
-
-def evidence_maps(loaded: LoadedClassifier, inputs: Sequence[np.ndarray], device: torch.device | str = "cpu"
-                  ) -> np.ndarray:
-    """The 2D classifiers' per-pixel evidence (sigmoid of the map), (N, H, W)."""
-    with torch.inference_mode():
-        x = torch.from_numpy(np.stack(inputs)).to(device)
-        return torch.sigmoid(loaded.network.evidence(x).float()).cpu().numpy()
 
 
 def level_slices(level: Mapping[str, Any], limit: int = SLICES_PER_LEVEL) -> list[dict[str, Any]]:
