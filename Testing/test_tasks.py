@@ -168,6 +168,24 @@ def test_demo_cases_are_made_once_and_compared_with_their_truth(tmp_path, monkey
         task.demo_case("two")
 
 
+def test_a_demo_case_unlike_the_training_data_says_so_on_its_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MSKAI_HOME", str(tmp_path / "home"))
+
+    class Unlike(CountingTask):
+        def analyse_image(self, image, loaded, **kwargs):
+            analysis = super().analyse_image(image, loaded, **kwargs)
+            analysis.result["training_distribution"] = {"distance": 12.0, "threshold": 8.0, "in_distribution": False}
+            return analysis
+
+    Unlike().demo(tmp_path / "demo", device="cpu")
+    assert "toy demo one: score 3.0 — input unlike the model's training data correct" in capsys.readouterr().err
+    # A changed case definition is made anew, not read from the cache of the old one.
+    changed = CountingTask()
+    changed.demo_cases = (DemoCase("one", 7, {"value": 5.0}),)
+    assert changed.demo(tmp_path / "demo2", device="cpu")["verdict"] == "1/1 demo cases correct"
+    assert changed.made == ["one"]
+
+
 # ---- the command line ----------------------------------------------------------------------
 
 def test_a_task_option_given_to_another_task_is_refused_in_one_line(tmp_path, capsys):

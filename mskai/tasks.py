@@ -316,8 +316,10 @@ class Task:
         raise NotImplementedError
 
     def verdict_line(self, result: dict) -> str:
-        """The verdict in a few words (the last progress message)."""
-        return str(result.get("verdict"))
+        """The verdict in a few words (the last progress message), with the training-data note."""
+        from mskai.distribution import short_note
+
+        return f"{result.get('verdict')}{short_note(result)}"
 
     # ---- the model, loaded once ----------------------------------------------------------
 
@@ -405,6 +407,7 @@ class Task:
         """Analyse each demo case with the demo model; results go to
         ``output_dir/<case>/``; the summary (also ``summary.json``) lists the ground
         truth beside each result, and each case is logged in one line."""
+        from mskai.distribution import short_note
         from mskai.files import check_output_folder, read_json
         from mskai.progress import log
 
@@ -418,7 +421,8 @@ class Task:
                                   **self.demo_options(files), **options)
             entry, line = self.demo_entry(case, truth, result)
             cases.append({"case": case.name, **entry, "output": str(output_dir / case.name)})
-            log(f"{self.name} demo {case.name}: {line} {'correct' if entry['correct'] else 'WRONG'}")
+            log(f"{self.name} demo {case.name}: {line}{short_note(result)} "
+                f"{'correct' if entry['correct'] else 'WRONG'}")
         n_correct = sum(case["correct"] for case in cases)
         summary = {"task": self.name, "verdict": f"{n_correct}/{len(cases)} {self.demo_summary_phrase}",
                    "cases": cases, "model": result.get("model")}

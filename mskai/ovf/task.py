@@ -169,10 +169,7 @@ class OVFTask(Task):
                  "correct": result["verdict"] == truth["verdict"]}
         level = f", suspected level {result.get('suspected_level')}" if result.get("suspected_level") else ""
         truth_text = truth["verdict"] + (f" at {', '.join(truth_levels)}" if truth_levels else "")
-        from mskai.distribution import short_note
-
-        return entry, (f"truth {truth_text}; verdict {result['verdict']} (p = {result['probability']:.3f}{level})"
-                       f"{short_note(result)}")
+        return entry, f"truth {truth_text}; verdict {result['verdict']} (p = {result['probability']:.3f}{level})"
 
     # ---- batch -------------------------------------------------------------------------------
 

@@ -119,10 +119,8 @@ class WristTask(Task):
         entry = {"seed": case.seed, "truth_grade": expected["grade"], "truth_total": expected["total"],
                  "truth_parts": expected["parts"], "grade": result["grade"], "total": result["total"],
                  "parts": parts, "view": result["view"], "correct": correct}
-        from mskai.distribution import short_note
-
         return entry, (f"truth grade {expected['grade']} ({expected['total']}/100, parts {expected['parts']}); "
-                       f"result {result['verdict']} (parts {parts}){short_note(result)}")
+                       f"result {result['verdict']} (parts {parts})")
 
     # ---- batch -------------------------------------------------------------------------------
 
