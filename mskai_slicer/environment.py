@@ -286,5 +286,12 @@ def new_scene() -> "slicer.vtkMRMLScene":
         # data node -> item consistent; Clear alone leaves stale entries.
         hierarchy.RemoveAllItems(False)
     scene.Clear(0)
+    # Clear keeps the views' slice nodes as they were turned (a finding's jump turns a view
+    # onto an oblique series): a new scene starts from the default orientations, as Slicer's
+    # views do when a scene is closed.
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
+        node = scene.GetNthNodeByClass(index, "vtkMRMLSliceNode")
+        if node.GetLayoutName() in SLICE_VIEW_ORIENTATIONS:
+            node.SetOrientation(SLICE_VIEW_ORIENTATIONS[node.GetLayoutName()])
     slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
     return scene
