@@ -275,6 +275,17 @@ def test_training_distribution_separates_phantoms_from_a_real_ct(work, tmp_path,
     assert old["training_distribution"]["in_distribution"] is None and NO_SUMMARY_WARNING in old["warnings"]
 
 
+@pytest.mark.parametrize("kind", ["spine MR phantom", "thoracolumbar CT phantom"])
+def test_another_modality_or_body_part_is_unlike_the_training_data(kind, tmp_path, monkeypatch):
+    """SpineOVF's phantoms analysed as pelvic CTs (as --force lets them through) are out."""
+    from mskai.ovf.phantoms import make_spine_case
+
+    monkeypatch.setenv("MSKAI_HOME", str(tmp_path / "home"))
+    image = make_spine_case(11, modality="MR" if "MR" in kind else "CT").image
+    result = TASK.analyze(image, None, device="cpu", progress=quiet, force=True)
+    assert result["training_distribution"]["in_distribution"] is False, result["training_distribution"]
+
+
 def test_distribution_summary_on_known_gaussians():
     from mskai.distribution import assess, fit_summary
 
