@@ -161,6 +161,57 @@ def test_accelerated_wrist_networks_give_pytorchs_results(tmp_path):
 
 
 @needs_onnxruntime
+def test_accelerated_wrist_networks_give_the_distribution_features_from_the_same_pass(tmp_path, monkeypatch):
+    """Issue 14: the pooled features of the training-distribution check are an output of the
+    ONNX graphs, equal to the eager ones, and the check then runs no second pass."""
+    import mskai.wrist.models as wrist_models
+
+    plane = np.random.default_rng(3).random((300, 150)).astype(np.float32) * 4000
+    other = np.random.default_rng(4).random((280, 160)).astype(np.float32) * 4000
+    models = tiny_wrist_models()
+    expected = models.distribution_features(plane)
+    expected_other = models.distribution_features(other)
+    names = ("artifact", "keypoints", "view")
+    for cached in (False, True):  # a fresh export, then the cached one
+        models.accelerate(cache_dir=tmp_path)
+        assert all(getattr(models, name).fast is not None for name in names)
+        # The export leaves every network (all its modules) in eval mode.
+        assert not any(part.training for name in names for part in getattr(models, name).network.modules())
+    assert len(list(tmp_path.glob("wrist-*.onnx"))) == 3
+    calls = {name: 0 for name in names}
+    for name in names:
+        model, twin = getattr(models, name), getattr(models, name).fast
+
+        def counted(x, twin=twin, name=name):
+            calls[name] += 1
+            return twin(x)
+        model.fast = counted
+
+    def no_eager_pass(network, x):
+        raise AssertionError("an eager forward pass for the features")
+    monkeypatch.setattr(wrist_models, "pooled_features", no_eager_pass)
+    wrist_outputs(models, plane)
+    before = dict(calls)
+    got = models.distribution_features(plane)
+    assert calls == before  # the features of the predictions' passes
+    assert set(got) == set(names)
+    for name in names:
+        assert got[name].shape == expected[name].shape
+        np.testing.assert_allclose(got[name], expected[name], atol=1e-4 * max(1.0, np.abs(expected[name]).max()))
+    # Another plane (the view classifier when the tags give the view): one twin pass each, right features.
+    got_other = models.distribution_features(other)
+    assert calls == {name: before[name] + 1 for name in names}
+    for name in names:
+        np.testing.assert_allclose(got_other[name], expected_other[name],
+                                   atol=1e-4 * max(1.0, np.abs(expected_other[name]).max()))
+    # A plane changed in place is not taken for the one seen.
+    models.predict_view(plane)
+    plane[:40] = 0
+    models.distribution_features(plane)
+    assert calls["view"] == before["view"] + 3
+
+
+@needs_onnxruntime
 def test_a_network_that_cannot_be_accelerated_stays_on_pytorch(monkeypatch, tmp_path):
     real_twin = fast_inference.ort_twin
 

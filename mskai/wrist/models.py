@@ -8,7 +8,9 @@ and answer in its pixels: each network's input is made by
 :func:`mskai.wrist.heatmaps.decode_heatmaps` (a keypoint whose peak is below the
 bundle's ``keypoint_confidence`` is None) and the artifact's evidence is
 :func:`mskai.wrist.heatmaps.grad_cam` mapped back onto the plane.  On the CPU the
-networks can run on ONNX Runtime (:meth:`WristModels.accelerate`).
+networks can run on ONNX Runtime (:meth:`WristModels.accelerate`); their graphs then
+also give the pooled features of the training-distribution check
+(:meth:`WristModels.distribution_features`), so the check costs no second pass.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from torch import nn
 from mskai.bundles import Bundle, BundleSource, load_bundle, load_weights
 from mskai.errors import InputError, ModelError
 from mskai.wrist.heatmaps import ArtifactCam, decode_heatmaps, grad_cam
-from mskai.wrist.networks import COMPONENTS, KEYPOINT_CHANNELS, build_network, pooled_features
+from mskai.wrist.networks import COMPONENTS, KEYPOINT_CHANNELS, WithFeatures, build_network, pooled_features
 from mskai.wrist.preprocessing import InputGeometry, Preprocessing, prepare_input
 from mskai.wrist.scoring import VIEW_KEYPOINTS
 
@@ -45,9 +47,15 @@ class LoadedModel:
     network: nn.Module
     preprocessing: Preprocessing
     device: torch.device
-    fast: Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, torch.Tensor]] | None = None
-    """The ONNX Runtime twin (:meth:`WristModels.accelerate`) of ``network`` (keypoints,
-    view) or of :class:`ArtifactCam` (artifact); None: PyTorch."""
+    fast: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None = None
+    """The ONNX Runtime twin (:meth:`WristModels.accelerate`) of :class:`WithFeatures` around
+    ``network`` (keypoints, view: ``(y, features)``) or around :class:`ArtifactCam`
+    (artifact: ``(logit, cam, features)``); None: PyTorch."""
+    last_features: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    """``(plane, features (1, C))`` of the last ONNX Runtime pass: a copy of the plane it was
+    made from and the pooled features its graph gave (:meth:`features`)."""
+    _plane: np.ndarray | None = field(default=None, repr=False)
+    _x: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -55,19 +63,45 @@ class LoadedModel:
 
     def tensor(self, plane: np.ndarray) -> tuple[torch.Tensor, InputGeometry]:
         values, geometry = prepare_input(plane, self.preprocessing)
-        return torch.from_numpy(values)[None, None].to(self.device), geometry
+        x = torch.from_numpy(values)[None, None].to(self.device)
+        self._plane, self._x = plane, x  # which plane an accelerated pass on x is of
+        return x, geometry
+
+    def run_fast(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """The ONNX Runtime twin's outputs for ``x`` without the features, which are kept in
+        :attr:`last_features` (with a copy of the plane, when ``x`` is :meth:`tensor`'s last)."""
+        *outputs, features = self.fast(x)
+        plane = self._plane if x is self._x else None
+        self.last_features = None if plane is None else (np.array(plane, copy=True), features.numpy())
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The network's output for ``x`` (keypoints, view), on ONNX Runtime when accelerated."""
-        return self.network(x) if self.fast is None else self.fast(x)
+        return self.network(x) if self.fast is None else self.run_fast(x)
 
     def logit(self, x: torch.Tensor) -> torch.Tensor:
         """The classifier's logits (B, 1); for an accelerated artifact model, from
         :class:`ArtifactCam`'s twin (its map costs nothing next to the network)."""
         if self.fast is None:
             return self.network(x)
-        output = self.fast(x)
+        output = self.run_fast(x)
         return output[0] if isinstance(output, tuple) else output
+
+    @torch.no_grad()
+    def features(self, plane: np.ndarray) -> np.ndarray:
+        """(1, C) pooled features of ``plane`` (:func:`mskai.wrist.networks.pooled_features`).
+        Accelerated: those of the last pass when it was on an equal plane (no new pass), else
+        one twin pass (the view classifier when the tags gave the view); PyTorch: one more
+        eager forward pass."""
+        if self.fast is not None and self.last_features is not None:
+            seen, features = self.last_features
+            if seen.shape == plane.shape and np.array_equal(seen, plane):
+                return features
+        x, _ = self.tensor(plane)
+        if self.fast is None:
+            return pooled_features(self.network, x).numpy()
+        self.run_fast(x)
+        return self.last_features[1]
 
 
 def load_component(source: BundleSource, component: str, device: torch.device) -> LoadedModel:
@@ -137,7 +171,7 @@ class WristModels:
         if not heatmap:
             return self.artifact_probability(plane), None
         x, geometry = model.tensor(plane)
-        probability, cam = grad_cam(model.network, x, model.fast)
+        probability, cam = grad_cam(model.network, x, None if model.fast is None else model.run_fast)
         return probability, np.clip(geometry.map_to_original(cam), 0.0, 1.0)
 
     @torch.no_grad()
@@ -178,28 +212,27 @@ class WristModels:
     def distribution_features(self, plane: np.ndarray) -> dict[str, np.ndarray]:
         """``{component: (1, C) features}`` of one plane for each loaded network: what
         :mod:`mskai.distribution` compares with the bundle's training data
-        (:func:`mskai.wrist.networks.feature_layer`).  Always from the PyTorch network (an
-        ONNX Runtime twin gives only the outputs): one more small forward pass per network."""
-        features = {}
-        for name in COMPONENTS:
-            model = getattr(self, name)
-            if model is not None:
-                x, _ = model.tensor(plane)
-                features[name] = pooled_features(model.network, x).numpy()
-        return features
+        (:func:`mskai.wrist.networks.feature_layer`).  On ONNX Runtime they are an output of
+        the same graph as the prediction, kept from the ``predict_*`` call on this plane
+        (:meth:`LoadedModel.features`; no second pass); on PyTorch, one more forward pass
+        per network."""
+        return {name: getattr(self, name).features(plane) for name in COMPONENTS
+                if getattr(self, name) is not None}
 
     def accelerate(self, cache_dir: str | Path | None = None) -> str:
         """Run the loaded networks on ONNX Runtime when they are on the CPU and the
         optional packages are installed (:mod:`mskai.fast_inference`: the export is
         cached per weights and checked against PyTorch on a probe input; the
         artifact model is exported as :class:`ArtifactCam`, probability and map in
-        one pass).  A network whose export or check fails stays on PyTorch.  Sets and
+        one pass; every graph also outputs the pooled features of the
+        training-distribution check, :class:`WithFeatures`).  The networks stay in eval
+        mode.  A network whose export or check fails stays on PyTorch.  Sets and
         returns :attr:`inference`, one line saying what runs where."""
         from mskai.fast_inference import onnxruntime_available, ort_twin
 
         loaded = [(name, getattr(self, name)) for name in COMPONENTS if getattr(self, name) is not None]
         for _, model in loaded:
-            model.fast = None
+            model.fast, model.last_features = None, None
         if self.device.type != "cpu":
             self.inference = f"PyTorch on {self.device.type} (ONNX Runtime is used only on the CPU)"
         elif not onnxruntime_available():
@@ -211,13 +244,20 @@ class WristModels:
                 generator = torch.Generator().manual_seed(_PROBE_SEED)
                 probe = torch.rand(1, 1, height, width, generator=generator)  # inputs are 0..1
                 artifact = name == "artifact"
+                # The outputs and the pooled features of the distribution check, in one graph;
+                # the wrapper takes the network's mode (eval), which the export leaves as it found.
+                module = (WithFeatures(ArtifactCam(model.network).train(model.network.training), model.network)
+                          if artifact else WithFeatures(model.network))
                 try:
                     model.fast, difference = ort_twin(
-                        ArtifactCam(model.network) if artifact else model.network, (probe,), f"wrist-{name}",
-                        output_names=("logit", "cam") if artifact else ("y",), cache_dir=cache_dir)
+                        module, (probe,), f"wrist-{name}",
+                        output_names=("logit", "cam", "features") if artifact else ("y", "features"),
+                        cache_dir=cache_dir)
                 except Exception as error:  # any exporter or runtime problem: PyTorch still works
                     slow.append(f"{name} ({' '.join(str(error).split())[:120]})")
                     continue
+                finally:
+                    model.network.eval()
                 fast.append(name)
                 worst = max(worst, difference)
             parts = []

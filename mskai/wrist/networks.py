@@ -251,6 +251,36 @@ def pooled_features(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return captured[0].cpu()
 
 
+class WithFeatures(nn.Module):
+    """``module``'s outputs followed by the :func:`pooled_features` of ``network`` (default:
+    ``module`` itself) from the same forward pass: ``x -> (*outputs, features (B, C))``.
+
+    ``network`` is ``module`` or a part of it (the MobileNetV2 inside
+    :class:`mskai.wrist.heatmaps.ArtifactCam`).  This is the module exported to ONNX Runtime
+    (:meth:`mskai.wrist.models.WristModels.accelerate`), so that the training-distribution
+    check needs no second pass; the wrapper takes the network's mode (eval after
+    :func:`mskai.bundles.load_weights`), which the export restores when it is done.
+    """
+
+    def __init__(self, module: nn.Module, network: nn.Module | None = None):
+        super().__init__()
+        self.module = module
+        layer = feature_layer(module if network is None else network)
+        self.layer_name = next(name for name, part in module.named_modules() if part is layer)
+        self.train(module.training)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        captured: list[torch.Tensor] = []
+        hook = self.module.get_submodule(self.layer_name).register_forward_hook(
+            lambda module, inputs, output: captured.append(output.float().mean(dim=(2, 3))))
+        try:
+            output = self.module(x)
+        finally:
+            hook.remove()
+        outputs = output if isinstance(output, tuple) else (output,)
+        return (*outputs, captured[0])
+
+
 def build_network(architecture: Mapping[str, Any]) -> nn.Module:
     """A network from a bundle's ``architecture`` block ``{"name", "args"}``."""
     name = architecture.get("name")
