@@ -92,7 +92,7 @@ from scipy import ndimage
 
 from mskai.image import Image
 from mskai.phantoms import write_dicom_series, write_nifti
-from mskai.phantoms.shapes import Painter, affine, ellipse_sd, ellipsoid_sd, intersect, rotation_x, \
+from mskai.phantoms.shapes import Painter, affine, capsule_sd, ellipse_sd, ellipsoid_sd, intersect, rotation_x, \
     rotation_y, rotation_z, slab_sd, soft_ellipse_sd
 from mskai.phantoms.spine import (
     CERVICAL_CANALS,
@@ -332,17 +332,6 @@ def _plane_direction(normal: np.ndarray) -> np.ndarray:
 
 # ============================================================================ painting
 
-def _capsule(x: np.ndarray, y: np.ndarray, z: np.ndarray, start: np.ndarray, end: np.ndarray,
-             radius: float) -> np.ndarray:
-    segment = end - start
-    length2 = float(segment @ segment)
-    dx, dy, dz = x - np.float32(start[0]), y - np.float32(start[1]), z - np.float32(start[2])
-    t = np.clip((dx * np.float32(segment[0]) + dy * np.float32(segment[1]) + dz * np.float32(segment[2]))
-                * np.float32(1 / length2), 0.0, 1.0)
-    return np.sqrt((dx - t * np.float32(segment[0])) ** 2 + (dy - t * np.float32(segment[1])) ** 2
-                   + (dz - t * np.float32(segment[2])) ** 2) - np.float32(radius)
-
-
 class _Scene:
     """The drawn patient, ready to paint on any grid with a table of labels."""
 
@@ -429,7 +418,7 @@ class _Scene:
         for start, end in zip(points[:-1], points[1:]):
             low, high = np.minimum(start, end) - 9.0, np.maximum(start, end) + 9.0
             p.paint(world, tuple(low), tuple(high),
-                    lambda x, y, z, start=start, end=end: _capsule(x, y, z, start, end, 7.5), _HU["air"])
+                    lambda x, y, z, start=start, end=end: capsule_sd(x, y, z, start, end, 7.5), _HU["air"])
 
     def _paint_nucleus(self, p: Painter, level: str) -> None:
         g = self.disc_geometry(level)

@@ -89,6 +89,18 @@ def soft_ellipse_sd(u: np.ndarray, v: np.ndarray, a: float, b: float) -> np.ndar
     return q
 
 
+def capsule_sd(x: np.ndarray, y: np.ndarray, z: np.ndarray, start: np.ndarray, end: np.ndarray,
+                radius: float) -> np.ndarray:
+    """Signed distance to the capsule of ``radius`` around the segment start-end."""
+    segment = end - start
+    length2 = float(segment @ segment)
+    dx, dy, dz = x - np.float32(start[0]), y - np.float32(start[1]), z - np.float32(start[2])
+    t = np.clip((dx * np.float32(segment[0]) + dy * np.float32(segment[1]) + dz * np.float32(segment[2]))
+                * np.float32(1 / length2), 0.0, 1.0)
+    return np.sqrt((dx - t * np.float32(segment[0])) ** 2 + (dy - t * np.float32(segment[1])) ** 2
+                   + (dz - t * np.float32(segment[2])) ** 2) - np.float32(radius)
+
+
 def ellipsoid_sd(u: np.ndarray, v: np.ndarray, w: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
     """Approximate signed distance (mm) to the ellipsoid with half-axes ``a``, ``b``, ``c``
     (as :func:`ellipse_sd`, exact on the surface)."""

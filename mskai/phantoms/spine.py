@@ -36,6 +36,7 @@ from mskai.phantoms.shapes import (
     Painter,
     LocalFunction,
     affine,
+    capsule_sd,
     ellipse_sd,
     ellipsoid_sd,
     intersect,
@@ -420,12 +421,7 @@ def _paint_posterior_elements(p: Painter, v: Vertebra, label: int, disc_above: f
                                                   slab_sd(y, 0.3 * b, canal_y + 2)),
                 posterior_hu, label)
     # Lamina: the posterior half of a ring around the canal, sloping caudally.
-    lam_low, lam_high = -0.5 * h - 0.3 * v.disc_below, 0.3 * h
-    p.paint(f, (-canal_rx - arch, canal_y - 2, lam_low), (canal_rx + arch, canal_y + canal_ry + arch, lam_high),
-            lambda x, y, z: intersect(
-                ellipse_sd(x, y - canal_y, canal_rx + arch, canal_ry + arch),
-                -ellipse_sd(x, y - canal_y, canal_rx, canal_ry), canal_y - 1 - y, slab_sd(z, lam_low, lam_high)),
-            posterior_hu, label)
+    _paint_lamina(p, v, canal_rx, canal_ry, canal_y, arch, posterior_hu, label)
     # Articular processes: vertical columns behind the pedicles, reaching the
     # neighbours' processes across the disc space (1.5 mm facet joint gaps).
     facet_top, facet_bottom = h / 2 + disc_above / 2 - 0.75, -h / 2 - v.disc_below / 2 + 0.75
@@ -462,6 +458,19 @@ def _paint_posterior_elements(p: Painter, v: Vertebra, label: int, disc_above: f
             posterior_hu, label)
 
 
+def _paint_lamina(p: Painter, v: Vertebra, canal_rx: float, canal_ry: float, canal_y: float, arch: float,
+                  posterior_hu: float, label: int | None) -> None:
+    """The lamina: the posterior half of a ring of thickness ``arch`` around the canal, from
+    mid-body down into the disc space below (sloping caudally)."""
+    f, h = v.frame, v.height
+    lam_low, lam_high = -0.5 * h - 0.3 * v.disc_below, 0.3 * h
+    p.paint(f, (-canal_rx - arch, canal_y - 2, lam_low), (canal_rx + arch, canal_y + canal_ry + arch, lam_high),
+            lambda x, y, z: intersect(
+                ellipse_sd(x, y - canal_y, canal_rx + arch, canal_ry + arch),
+                -ellipse_sd(x, y - canal_y, canal_rx, canal_ry), canal_y - 1 - y, slab_sd(z, lam_low, lam_high)),
+            posterior_hu, label)
+
+
 def _paint_cervical_posterior_elements(p: Painter, v: Vertebra, label: int | None, disc_above: float) -> None:
     """Cervical arch: pedicles running back and out from the body to the
     articular pillars (lateral masses), laminae around a wide canal, short
@@ -478,13 +487,8 @@ def _paint_cervical_posterior_elements(p: Painter, v: Vertebra, label: int | Non
         end = np.array([side * pillar_x, pillar_y - 1.5, 0.1 * h])
         low, high = np.minimum(start, end) - 3.0, np.maximum(start, end) + 3.0
         p.paint(f, tuple(low), tuple(high),
-                lambda x, y, z, start=start, end=end: _capsule_sd(x, y, z, start, end, 2.8), posterior_hu, label)
-    lam_low, lam_high = -0.5 * h - 0.3 * v.disc_below, 0.3 * h
-    p.paint(f, (-canal_rx - arch, canal_y - 2, lam_low), (canal_rx + arch, canal_y + canal_ry + arch, lam_high),
-            lambda x, y, z: intersect(
-                ellipse_sd(x, y - canal_y, canal_rx + arch, canal_ry + arch),
-                -ellipse_sd(x, y - canal_y, canal_rx, canal_ry), canal_y - 1 - y, slab_sd(z, lam_low, lam_high)),
-            posterior_hu, label)
+                lambda x, y, z, start=start, end=end: capsule_sd(x, y, z, start, end, 2.8), posterior_hu, label)
+    _paint_lamina(p, v, canal_rx, canal_ry, canal_y, arch, posterior_hu, label)
     facet_top, facet_bottom = h / 2 + disc_above / 2 - 0.75, -h / 2 - v.disc_below / 2 + 0.75
     for side in (-1.0, 1.0):
         fx = side * pillar_x
@@ -496,7 +500,7 @@ def _paint_cervical_posterior_elements(p: Painter, v: Vertebra, label: int | Non
         root = np.array([side * (pillar_x - 1.0), pillar_y - 3.0, 0.05 * h])
         low, high = np.minimum(tip, root) - 3.0, np.maximum(tip, root) + 3.0
         p.paint(f, tuple(low), tuple(high),
-                lambda x, y, z, tip=tip, root=root: _capsule_sd(x, y, z, root, tip, 2.5), posterior_hu, label)
+                lambda x, y, z, tip=tip, root=root: capsule_sd(x, y, z, root, tip, 2.5), posterior_hu, label)
     sp_start = canal_y + canal_ry + arch - 1.5
     sp_length = {"C2": 22.0, "C7": 28.0, "T1": 30.0}.get(v.name, 16.0) * (a / 9.0)
     sp_half_height, sp_drop, sp_half_thickness = 4.5, 0.35, 2.5
@@ -673,15 +677,15 @@ def paint_rib(p: Painter, v: Vertebra, side: float, trunk: Trunk, cortex_hu: flo
         segment = end - start
         length2 = float(segment @ segment)
 
-        def capsule_sd(x: np.ndarray, y: np.ndarray, z: np.ndarray, start=start, segment=segment,
-                       length2=length2, inset: float = 0.0) -> np.ndarray:
+        def rib_sd(x: np.ndarray, y: np.ndarray, z: np.ndarray, start=start, segment=segment,
+                   length2=length2, inset: float = 0.0) -> np.ndarray:
             t = np.clip(((x - start[0]) * segment[0] + (y - start[1]) * segment[1]
                          + (z - start[2]) * segment[2]) / length2, 0, 1)
             return np.sqrt((x - start[0] - t * segment[0]) ** 2 + (y - start[1] - t * segment[1]) ** 2
                            + (z - start[2] - t * segment[2]) ** 2) - radius + inset
 
-        p.paint(v.frame, low, high, capsule_sd, cortex_hu)
-        p.paint(v.frame, low, high, lambda x, y, z, sd=capsule_sd: sd(x, y, z, inset=1.5), marrow_hu)
+        p.paint(v.frame, low, high, rib_sd, cortex_hu)
+        p.paint(v.frame, low, high, lambda x, y, z, sd=rib_sd: sd(x, y, z, inset=1.5), marrow_hu)
 
 
 def paint_pelvis(p: Painter, sacrum: np.ndarray, l5: Vertebra, trunk: Trunk, cortex_hu: float,
@@ -843,18 +847,6 @@ def _in_frame(matrix: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) -
     """The first three rows of the 4x4 ``matrix`` applied to local (x, y, z), float32."""
     m = matrix.astype(np.float32)
     return [m[r, 0] * x + m[r, 1] * y + m[r, 2] * z + m[r, 3] for r in range(3)]
-
-
-def _capsule_sd(x: np.ndarray, y: np.ndarray, z: np.ndarray, start: np.ndarray, end: np.ndarray,
-                radius: float) -> np.ndarray:
-    """Signed distance to the capsule of ``radius`` around the segment start-end."""
-    segment = end - start
-    length2 = float(segment @ segment)
-    dx, dy, dz = x - np.float32(start[0]), y - np.float32(start[1]), z - np.float32(start[2])
-    t = np.clip((dx * np.float32(segment[0]) + dy * np.float32(segment[1]) + dz * np.float32(segment[2]))
-                * np.float32(1 / length2), 0.0, 1.0)
-    return np.sqrt((dx - t * np.float32(segment[0])) ** 2 + (dy - t * np.float32(segment[1])) ** 2
-                   + (dz - t * np.float32(segment[2])) ** 2) - np.float32(radius)
 
 
 def _capsule_box(start: np.ndarray, end: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
@@ -1031,7 +1023,7 @@ def _hip_bone_pieces(sacrum: np.ndarray, side: float, joint: SacroiliacJoint,
     body_radius = 15.0 * pelvis.scale
     box_low, box_high = _capsule_box(start, roof, body_radius)
     pieces.append((frame, tuple(box_low), tuple(box_high),
-                   lambda u, d, w, inset: np.maximum(_capsule_sd(u, d, w, start, roof, body_radius) + inset,
+                   lambda u, d, w, inset: np.maximum(capsule_sd(u, d, w, start, roof, body_radius) + inset,
                                                      allowed(u, d, w, inset))))
     outer = radius + 8.0
 
@@ -1060,7 +1052,7 @@ def _femur_pieces(sacrum: np.ndarray, side: float, pelvis: SacroiliacPelvis) -> 
                           (trochanter, knee_ward, 14.0 * s)):
         box_low, box_high = _capsule_box(start, end, r)
         pieces.append((frame, tuple(box_low), tuple(box_high),
-                       lambda x, y, z, inset, start=start, end=end, r=r: _capsule_sd(x, y, z, start, end, r) + inset))
+                       lambda x, y, z, inset, start=start, end=end, r=r: capsule_sd(x, y, z, start, end, r) + inset))
     return pieces
 
 
