@@ -227,3 +227,22 @@ def test_verdict_names_positive_findings_by_level():
     assert verdict_text(vertebrae, levels) == ("herniation C4/5 (paracentral left); PLL thickening C5/6; "
                                                "hyperplasia C5; listhesis C4 (grade I)")
     assert verdict_text([], []) == "no finding"
+
+
+def test_bad_stage_and_export_arguments_are_one_line_errors(dataset, tmp_path, capsys):
+    from mskai.cli import main
+
+    for argv, words in ((["train", "cervical", "--stage", "knee", "--data", str(dataset), "--recipe", "demo",
+                          "--output", str(tmp_path / "a")], "--stage 'knee'"),
+                        (["train", "cervical", "--stage", "herniation", "--plane", "axial", "--data", str(dataset),
+                          "--recipe", "demo", "--output", str(tmp_path / "b")], "--plane applies to --stage segmentation"),
+                        (["train", "cervical", "--stage", "pll", "--data", str(dataset), "--recipe", "huge",
+                          "--output", str(tmp_path / "c")], "unknown recipe 'huge'"),
+                        (["evaluate", "cervical", "--stage", "pll", "--data", str(dataset), "--model", "x",
+                          "--output", str(tmp_path / "d")], "--stage 'pll' for evaluate"),
+                        (["evaluate", "cervical", "--stage", "findings", "--data", str(dataset),
+                          "--model", "cervical-sag-seg-demo", "--output", str(tmp_path / "e")],
+                         "not a CervicalMR finding classifier")):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err
